@@ -1,0 +1,43 @@
+"""geventws: a WebSocket server for gevent, WSGI and Flask users."""
+
+from .acceptor import AllowOriginAcceptor, Rfc6455Acceptor, WebsocketAcceptor
+from .client import TlsInfo, WebsocketClient
+from .client_factory import Rfc6455ClientFactory, WebsocketClientFactory
+from .close import CloseCode, WebsocketClosedException, WebsocketCloseInfo
+from .document_root import DocumentRoot
+from .error_handler import DefaultErrorHandler, ErrorHandler
+from .handler import WebsocketClientHandler
+from .message import MessageBufferLimitError, WebsocketMessage
+from .router import Router
+from .server import Server
+from .signals import trap_signal
+from .stats import WebsocketCount, WebsocketTimestamp
+from .websocket import CompressionFactory, Websocket
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "AllowOriginAcceptor",
+    "CloseCode",
+    "CompressionFactory",
+    "DefaultErrorHandler",
+    "DocumentRoot",
+    "ErrorHandler",
+    "MessageBufferLimitError",
+    "Rfc6455Acceptor",
+    "Rfc6455ClientFactory",
+    "Router",
+    "Server",
+    "TlsInfo",
+    "Websocket",
+    "WebsocketAcceptor",
+    "WebsocketClient",
+    "WebsocketClientFactory",
+    "WebsocketClientHandler",
+    "WebsocketCloseInfo",
+    "WebsocketClosedException",
+    "WebsocketCount",
+    "WebsocketMessage",
+    "WebsocketTimestamp",
+    "trap_signal",
+]

@@ -1,0 +1,156 @@
+"""Deciding whether a handshake request is accepted, before anything is written.
+
+An acceptor answers a werkzeug :class:`~werkzeug.wrappers.Request` with a
+:class:`~werkzeug.wrappers.Response`: a 101 accepts the upgrade, anything else
+is sent as an ordinary HTTP response and the connection is closed.  Acceptors
+compose: :class:`AllowOriginAcceptor` checks the origin, then asks the acceptor
+it wraps.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import hashlib
+from collections.abc import Callable, Iterable, Sequence
+from typing import Protocol, Union
+
+from werkzeug.wrappers import Request, Response
+
+from .error_handler import DefaultErrorHandler, ErrorHandler
+
+_GUID = b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
+
+#: Chooses one of the offered subprotocols (or none) for a request.
+SubprotocolSelector = Callable[[Request, Sequence[str]], Union[str, None]]
+
+
+class WebsocketAcceptor(Protocol):
+    def handle_handshake(self, request: Request) -> Response: ...
+
+
+def accept_key(key: str) -> str:
+    """The ``Sec-WebSocket-Accept`` value answering ``Sec-WebSocket-Key`` (RFC 6455 section 4.2.2)."""
+    digest = hashlib.sha1(key.encode("ascii") + _GUID).digest()
+    return base64.b64encode(digest).decode("ascii")
+
+
+def header_tokens(request: Request, name: str) -> list[str]:
+    """The comma-separated tokens of every ``name`` header, stripped, in order."""
+    return [token.strip() for value in request.headers.getlist(name) for token in value.split(",") if token.strip()]
+
+
+def _is_valid_key(key: str | None) -> bool:
+    if not key:
+        return False
+    try:
+        return len(base64.b64decode(key.strip().encode("ascii"), validate=True)) == 16
+    except (binascii.Error, UnicodeEncodeError):
+        return False
+
+
+class Rfc6455Acceptor:
+    """Checks a request against RFC 6455 section 4.2.1 and answers 101 or the specific error.
+
+    ``subprotocols`` is the list of supported subprotocols in order of
+    preference (the first the client also offers wins), or a callable
+    ``(request, offered) -> str | None``.  A client offering none that fits
+    is still accepted, without ``Sec-WebSocket-Protocol``: RFC 6455 leaves it to
+    the client to go on or not.
+    """
+
+    def __init__(
+        self,
+        subprotocols: Iterable[str] | SubprotocolSelector | None = None,
+        error_handler: ErrorHandler | None = None,
+    ) -> None:
+        if subprotocols is None or callable(subprotocols):
+            self._select: SubprotocolSelector | None = subprotocols
+        else:
+            self._select = _preference_selector(list(subprotocols))
+        self._error_handler = error_handler or DefaultErrorHandler()
+
+    def handle_handshake(self, request: Request) -> Response:
+        error = self._check(request)
+        if error is not None:
+            return error
+        key = request.headers["Sec-WebSocket-Key"].strip()
+        response = Response(status=101)
+        response.headers["Upgrade"] = "websocket"
+        response.headers["Connection"] = "Upgrade"
+        response.headers["Sec-WebSocket-Accept"] = accept_key(key)
+        subprotocol = self._select_subprotocol(request)
+        if subprotocol is not None:
+            response.headers["Sec-WebSocket-Protocol"] = subprotocol
+        return response
+
+    def _check(self, request: Request) -> Response | None:
+        if request.method != "GET":
+            response = self._error(405, "WebSocket handshakes use GET", request)
+            response.headers["Allow"] = "GET"
+            return response
+        if request.environ.get("SERVER_PROTOCOL") != "HTTP/1.1":
+            return self._error(505, "WebSocket handshakes need HTTP/1.1", request)
+        if request.content_length or "Transfer-Encoding" in request.headers:
+            return self._error(400, "A WebSocket handshake has no body", request)
+        if "websocket" not in (token.lower() for token in header_tokens(request, "Upgrade")):
+            return self._upgrade_required('"Upgrade: websocket" header missing', request)
+        if "upgrade" not in (token.lower() for token in header_tokens(request, "Connection")):
+            return self._upgrade_required('"Connection: Upgrade" header missing', request)
+        if not _is_valid_key(request.headers.get("Sec-WebSocket-Key")):
+            return self._error(400, "Sec-WebSocket-Key missing or not the base64 of 16 bytes", request)
+        version = request.headers.get("Sec-WebSocket-Version", "").strip()
+        if version != "13":
+            status = 400 if not version else 426
+            response = self._error(status, "Only WebSocket version 13 is supported", request)
+            response.headers["Sec-WebSocket-Version"] = "13"
+            return response
+        return None
+
+    def _select_subprotocol(self, request: Request) -> str | None:
+        offered = header_tokens(request, "Sec-WebSocket-Protocol")
+        if self._select is None or not offered:
+            return None
+        selected = self._select(request, offered)
+        if selected is not None and selected not in offered:
+            raise ValueError(f"Subprotocol selector chose {selected!r}, which the client did not offer")
+        return selected
+
+    def _upgrade_required(self, reason: str, request: Request) -> Response:
+        response = self._error(426, reason, request)
+        response.headers["Upgrade"] = "websocket"
+        return response
+
+    def _error(self, status: int, reason: str, request: Request) -> Response:
+        return self._error_handler.handle_error(status, reason, request)
+
+
+def _preference_selector(supported: list[str]) -> SubprotocolSelector:
+    def select(request: Request, offered: Sequence[str]) -> str | None:
+        return next((protocol for protocol in supported if protocol in offered), None)
+
+    return select
+
+
+class AllowOriginAcceptor:
+    """Refuses (403) requests whose ``Origin`` is missing or not one of ``origins``.
+
+    Browsers always send ``Origin``; checking it is what keeps other sites'
+    pages from opening connections with the user's cookies.
+    """
+
+    def __init__(
+        self,
+        origins: Iterable[str],
+        acceptor: WebsocketAcceptor | None = None,
+        error_handler: ErrorHandler | None = None,
+    ) -> None:
+        self._origins = frozenset(origin.lower().rstrip("/") for origin in origins)
+        self._acceptor = acceptor or Rfc6455Acceptor(error_handler=error_handler)
+        self._error_handler = error_handler or DefaultErrorHandler()
+
+    def handle_handshake(self, request: Request) -> Response:
+        origin = request.headers.get("Origin", "").strip().lower()
+        if origin not in self._origins:
+            return self._error_handler.handle_error(403, "Origin forbidden", request)
+        return self._acceptor.handle_handshake(request)

@@ -1,0 +1,70 @@
+"""Building a :class:`~geventws.client.WebsocketClient` for an accepted connection, with its limits."""
+
+from __future__ import annotations
+
+import socket
+from collections.abc import Sequence
+from typing import Any
+from typing import Protocol as TypingProtocol
+
+from werkzeug.wrappers import Request, Response
+from wsproto.extensions import Extension
+
+from .client import DEFAULT_CLOSE_PERIOD, DEFAULT_RECEIVE_WINDOW, Heartbeat, RateLimit, WebsocketClient
+from .limits import DEFAULT_MESSAGE_SIZE_LIMIT, MessageLimits
+from .protocol import DEFAULT_FRAME_SPLIT_THRESHOLD, Protocol
+
+
+class WebsocketClientFactory(TypingProtocol):
+    def create_client(
+        self, request: Request, response: Response, sock: socket.socket, reader: Any, extensions: Sequence[Extension]
+    ) -> WebsocketClient: ...
+
+
+class Rfc6455ClientFactory:
+    """Creates clients with the given limits, heartbeat and rate limit.
+
+    ``frame_size_limit`` defaults to ``message_size_limit``: most client
+    libraries send a whole message as one frame, so a smaller frame limit would
+    refuse messages the message limit allows.
+    """
+
+    def __init__(
+        self,
+        *,
+        heartbeat: Heartbeat | None = None,
+        rate_limit: RateLimit | None = None,
+        message_size_limit: int = DEFAULT_MESSAGE_SIZE_LIMIT,
+        frame_size_limit: int | None = None,
+        text_only: bool = False,
+        frame_split_threshold: int = DEFAULT_FRAME_SPLIT_THRESHOLD,
+        close_period: float = DEFAULT_CLOSE_PERIOD,
+        receive_window: int = DEFAULT_RECEIVE_WINDOW,
+    ) -> None:
+        if message_size_limit <= 0 or (frame_size_limit is not None and frame_size_limit <= 0):
+            raise ValueError("Size limits must be positive")
+        self.heartbeat = heartbeat
+        self.rate_limit = rate_limit
+        self.message_size_limit = message_size_limit
+        self.frame_size_limit = frame_size_limit if frame_size_limit is not None else message_size_limit
+        self.text_only = text_only
+        self.frame_split_threshold = frame_split_threshold
+        self.close_period = close_period
+        self.receive_window = receive_window
+
+    def create_client(
+        self, request: Request, response: Response, sock: socket.socket, reader: Any, extensions: Sequence[Extension]
+    ) -> WebsocketClient:
+        limits = MessageLimits(self.message_size_limit, self.frame_size_limit, self.text_only)
+        protocol = Protocol(limits, extensions, self.frame_split_threshold)
+        return WebsocketClient(
+            sock,
+            protocol,
+            reader=reader,
+            subprotocol=response.headers.get("Sec-WebSocket-Protocol"),
+            compression_enabled=bool(extensions),
+            close_period=self.close_period,
+            receive_window=self.receive_window,
+            heartbeat=self.heartbeat,
+            rate_limit=self.rate_limit,
+        )

@@ -1,0 +1,52 @@
+"""Serving static files from a directory, on werkzeug's ``send_from_directory``."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterable
+from typing import TYPE_CHECKING, Any, Callable
+
+from werkzeug.exceptions import NotFound
+from werkzeug.utils import send_from_directory
+from werkzeug.wrappers import Request
+
+from .error_handler import DefaultErrorHandler, ErrorHandler
+
+if TYPE_CHECKING:
+    from .server import Server
+
+
+class DocumentRoot:
+    """A WSGI app serving the files under ``root`` (``index.html`` for directories).
+
+    werkzeug refuses paths that escape ``root`` and answers conditional and
+    range requests; anything else than GET or HEAD gets 405.
+    """
+
+    def __init__(
+        self,
+        server: Server | None,
+        error_handler: ErrorHandler | None,
+        root: str | os.PathLike[str],
+        index: str = "index.html",
+    ) -> None:
+        self.root = os.path.abspath(root)
+        if not os.path.isdir(self.root):
+            raise ValueError(f"Document root {self.root!r} is not a directory")
+        self.index = index
+        self._error_handler = error_handler or DefaultErrorHandler()
+
+    def __call__(self, environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterable[bytes]:
+        request = Request(environ)
+        if request.method not in ("GET", "HEAD"):
+            response = self._error_handler.handle_error(405, None, request)
+            response.headers["Allow"] = "GET, HEAD"
+            return response(environ, start_response)
+        path = request.path.lstrip("/")
+        if path == "" or path.endswith("/"):
+            path += self.index
+        try:
+            response = send_from_directory(self.root, path, environ)
+        except NotFound:
+            response = self._error_handler.handle_error(404, None, request)
+        return response(environ, start_response)

@@ -1,0 +1,74 @@
+"""Size limits checked while frames arrive, before their payload is buffered.
+
+wsproto has no size limits of its own, but it calls each extension with a
+frame's header (opcode, payload length) before it reads the payload, and with
+each chunk of payload after any decompression.  :class:`MessageLimits` is such an
+extension: it never negotiates anything and uses no RSV bit, it only refuses.
+Placed after permessage-deflate in the extension list it sees inflated sizes.
+"""
+
+from __future__ import annotations
+
+from wsproto.extensions import Extension
+from wsproto.frame_protocol import CloseReason, FrameDecoder, FrameProtocol, Opcode, RsvBits
+
+#: 10 MiB: large enough for the messages applications usually exchange, small
+#: enough that a few hostile peers cannot exhaust a server's memory.
+DEFAULT_MESSAGE_SIZE_LIMIT = 10 * 1024 * 1024
+
+_NO_RSV = RsvBits(False, False, False)
+
+
+class MessageLimits(Extension):
+    """Refuses frames and messages over their size limit with 1009, and binary with 1003 in text-only mode."""
+
+    name = "geventws-limits"
+
+    def __init__(self, message_size_limit: int, frame_size_limit: int, text_only: bool = False) -> None:
+        self.message_size_limit = message_size_limit
+        self.frame_size_limit = frame_size_limit
+        self.text_only = text_only
+        self._message_size = 0
+        self._in_control_frame = False
+        #: Why the last frame was refused, for the close reason.
+        self.violation = ""
+
+    def enabled(self) -> bool:
+        return True
+
+    def offer(self) -> bool:
+        return False
+
+    def frame_inbound_header(
+        self, proto: FrameDecoder | FrameProtocol, opcode: Opcode, rsv: RsvBits, payload_length: int
+    ) -> CloseReason | RsvBits:
+        self._in_control_frame = opcode.iscontrol()
+        if self._in_control_frame:
+            return _NO_RSV  # wsproto already caps control frames at 125 bytes
+        if opcode is not Opcode.CONTINUATION:
+            self._message_size = 0
+            if self.text_only and opcode is Opcode.BINARY:
+                self.violation = "Binary messages are not accepted"
+                return CloseReason.UNSUPPORTED_DATA
+        if payload_length > self.frame_size_limit:
+            self.violation = f"Frame of {payload_length} bytes exceeds the limit of {self.frame_size_limit}"
+            return CloseReason.MESSAGE_TOO_BIG
+        if not rsv.rsv1 and self._message_size + payload_length > self.message_size_limit:
+            # Uncompressed: the header alone proves the message is too large.
+            return self._too_big(self._message_size + payload_length)
+        return _NO_RSV
+
+    def frame_inbound_payload_data(self, proto: FrameDecoder | FrameProtocol, data: bytes) -> bytes | CloseReason:
+        if self._in_control_frame:
+            return data
+        self._message_size += len(data)
+        if self._message_size > self.message_size_limit:
+            return self._too_big(self._message_size)
+        return data
+
+    def frame_inbound_complete(self, proto: FrameDecoder | FrameProtocol, fin: bool) -> None:
+        return None
+
+    def _too_big(self, size: int) -> CloseReason:
+        self.violation = f"Message of {size}+ bytes exceeds the limit of {self.message_size_limit}"
+        return CloseReason.MESSAGE_TOO_BIG

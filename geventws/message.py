@@ -1,0 +1,119 @@
+"""A received message, readable as a stream of chunks while it still arrives."""
+
+from __future__ import annotations
+
+from collections import deque
+from collections.abc import Callable, Iterator
+
+from gevent.event import Event
+
+from .close import WebsocketClosedException
+
+
+class MessageBufferLimitError(Exception):
+    """Raised by :meth:`WebsocketMessage.buffer` when the message is longer than the limit given."""
+
+    def __init__(self, limit: int) -> None:
+        super().__init__(f"Message exceeds the buffer limit of {limit}")
+        self.limit = limit
+
+
+class WebsocketMessage:
+    """One text or binary message.
+
+    Chunks are handed over by the connection's reader greenlet as frames arrive,
+    so a handler can start working on a large message before it is complete.
+    Reading a chunk gives its size back to the connection's receive window:
+    a message nobody reads eventually stops the reader (TCP then pushes back on
+    the peer) instead of growing in memory.  Text chunks are ``str``, binary
+    chunks ``bytes``.
+    """
+
+    __slots__ = ("is_binary", "_chunks", "_finished", "_error", "_ready", "_consumed", "_value")
+
+    def __init__(self, is_binary: bool, consumed: Callable[[int], None]) -> None:
+        self.is_binary = is_binary
+        self._chunks: deque[str | bytes] = deque()
+        self._finished = False
+        self._error: WebsocketClosedException | None = None
+        self._ready = Event()
+        self._consumed = consumed
+        self._value: str | bytes | None = None
+
+    @property
+    def is_text(self) -> bool:
+        return not self.is_binary
+
+    @property
+    def is_complete(self) -> bool:
+        """Whether the last frame has arrived (not whether it has been read)."""
+        return self._finished
+
+    def read(self, timeout: float | None = None) -> str | bytes | None:
+        """The next chunk, waiting for it if needed; ``None`` at the end of the message.
+
+        Raises :class:`WebsocketClosedException` when the connection closed
+        before the message was complete, and :class:`TimeoutError` on timeout.
+        """
+        while not self._chunks:
+            if self._finished:
+                return None
+            if self._error is not None:
+                raise self._error
+            self._ready.clear()
+            if not self._ready.wait(timeout):
+                raise TimeoutError("No message data within the timeout")
+        chunk = self._chunks.popleft()
+        self._consumed(len(chunk))
+        return chunk
+
+    def __iter__(self) -> Iterator[str | bytes]:
+        while (chunk := self.read()) is not None:
+            yield chunk
+
+    def buffer(self, limit: int | None = None) -> str | bytes:
+        """The whole message (the rest of it, if chunks were read already).
+
+        ``limit`` bounds the length buffered, raising :class:`MessageBufferLimitError`
+        before more is kept; the connection's message size limit applies anyway.
+        """
+        if self._value is not None:
+            return self._value
+        chunks = []
+        length = 0
+        for chunk in self:
+            length += len(chunk)
+            if limit is not None and length > limit:
+                raise MessageBufferLimitError(limit)
+            chunks.append(chunk)
+        self._value = "".join(chunks) if self.is_text else b"".join(chunks)  # type: ignore[arg-type]
+        return self._value
+
+    def __str__(self) -> str:
+        value = self.buffer()
+        return value if isinstance(value, str) else value.decode("utf-8")
+
+    def __bytes__(self) -> bytes:
+        value = self.buffer()
+        return value if isinstance(value, bytes) else value.encode("utf-8")
+
+    def __repr__(self) -> str:
+        kind = "binary" if self.is_binary else "text"
+        state = "complete" if self._finished else "arriving"
+        return f"<WebsocketMessage {kind} {state}>"
+
+    # Called by the reader greenlet only.
+
+    def _feed(self, chunk: str | bytes) -> None:
+        if chunk:
+            self._chunks.append(chunk)
+            self._ready.set()
+
+    def _finish(self) -> None:
+        self._finished = True
+        self._ready.set()
+
+    def _fail(self, error: WebsocketClosedException) -> None:
+        if not self._finished:
+            self._error = error
+            self._ready.set()

@@ -1,0 +1,141 @@
+"""The sans-I/O protocol engine: bytes in, events out; messages in, bytes out.
+
+A thin layer over wsproto's :class:`~wsproto.connection.Connection` that adds
+what a server needs and wsproto leaves out: size limits (see :mod:`.limits`),
+splitting of large outgoing messages into frames, and telling a close sent by
+the peer apart from a protocol error detected here (wsproto reports both as a
+``CloseConnection`` event).  Nothing here touches a socket.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+
+from wsproto.connection import Connection, ConnectionState, ConnectionType
+from wsproto.events import BytesMessage, CloseConnection, Event, Ping, Pong, TextMessage
+from wsproto.extensions import Extension
+
+from .limits import MessageLimits
+
+__all__ = [
+    "BytesMessage",
+    "CloseConnection",
+    "Ping",
+    "Pong",
+    "Protocol",
+    "ProtocolFailure",
+    "TextMessage",
+]
+
+#: 32 KiB: frames this size keep per-frame overhead negligible while letting
+#: control frames (pongs, the close) slip in between the frames of a long message.
+DEFAULT_FRAME_SPLIT_THRESHOLD = 32 * 1024
+
+
+@dataclass(frozen=True)
+class ProtocolFailure:
+    """The peer broke the protocol or a limit: the connection must be failed with ``code``."""
+
+    code: int
+    reason: str
+
+
+class Protocol:
+    """One server-side WebSocket connection's protocol state, after the handshake."""
+
+    def __init__(
+        self,
+        limits: MessageLimits,
+        extensions: Sequence[Extension] = (),
+        frame_split_threshold: int = DEFAULT_FRAME_SPLIT_THRESHOLD,
+    ) -> None:
+        self._limits = limits
+        # Limits go last so that they see the payload after decompression.
+        self._connection = Connection(ConnectionType.SERVER, [*extensions, limits])
+        self.frame_split_threshold = frame_split_threshold
+
+    @property
+    def is_open(self) -> bool:
+        """Whether data messages may still be sent."""
+        return self._connection.state is ConnectionState.OPEN
+
+    @property
+    def is_closed(self) -> bool:
+        """Whether both close frames have been exchanged."""
+        return self._connection.state is ConnectionState.CLOSED
+
+    @property
+    def close_received(self) -> bool:
+        return self._connection.state in (ConnectionState.REMOTE_CLOSING, ConnectionState.CLOSED)
+
+    def receive(self, data: bytes) -> Iterator[Event | ProtocolFailure]:
+        """Feed bytes from the peer and yield what they complete."""
+        connection = self._connection
+        connection.receive_data(data)
+        for event in connection.events():
+            if isinstance(event, CloseConnection) and connection.state in (
+                ConnectionState.OPEN,
+                ConnectionState.LOCAL_CLOSING,
+            ):
+                # wsproto turns its ParseFailed into a CloseConnection without
+                # changing state; a close frame from the peer always does.
+                reason = event.reason or ""
+                if reason == "error in extension" and self._limits.violation:
+                    reason = self._limits.violation
+                yield ProtocolFailure(event.code, reason)
+                return
+            yield event
+
+    def message_frames(self, data: str | bytes) -> Iterator[bytes]:
+        """Serialize one whole message, split into frames of at most the split threshold."""
+        threshold = self.frame_split_threshold
+        if len(data) <= threshold // 4 or (isinstance(data, bytes) and len(data) <= threshold):
+            yield self.frame(data, True)
+            return
+        pieces: list[str] | list[bytes] = (
+            _split_text(data, threshold) if isinstance(data, str) else _split_bytes(data, threshold)
+        )
+        last = len(pieces) - 1
+        for index in range(len(pieces)):
+            yield self.frame(pieces[index], index == last)
+
+    def frame(self, data: str | bytes, fin: bool) -> bytes:
+        """Serialize one data frame; a message is text or binary by the type of its first frame."""
+        message = (
+            TextMessage(data=data, message_finished=fin)
+            if isinstance(data, str)
+            else BytesMessage(data=data, message_finished=fin)
+        )
+        return self._connection.send(message)
+
+    def ping(self, payload: bytes = b"") -> bytes:
+        return self._connection.send(Ping(payload=payload))
+
+    def pong(self, payload: bytes) -> bytes:
+        return self._connection.send(Pong(payload=payload))
+
+    def close(self, code: int | None, reason: str = "") -> bytes:
+        """Serialize our close frame (the answer, if the peer closed first)."""
+        return self._connection.send(CloseConnection(code=code, reason=reason or None))  # type: ignore[arg-type]
+
+
+def _split_bytes(data: bytes, size: int) -> list[bytes]:
+    view = memoryview(data)
+    return [bytes(view[start : start + size]) for start in range(0, len(data), size)]
+
+
+def _split_text(text: str, size: int) -> list[str]:
+    """Cut UTF-8 text into pieces of at most ``size`` bytes, never inside a character."""
+    encoded = text.encode("utf-8")
+    if len(encoded) <= size:
+        return [text]
+    pieces = []
+    start = 0
+    while start < len(encoded):
+        end = min(start + size, len(encoded))
+        while end < len(encoded) and encoded[end] & 0xC0 == 0x80:
+            end -= 1  # step back off a continuation byte
+        pieces.append(encoded[start:end].decode("utf-8"))
+        start = end
+    return pieces

@@ -1,0 +1,68 @@
+"""Dispatching requests by method and path to WSGI apps, on werkzeug's routing."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterable
+from typing import TYPE_CHECKING, Any, Callable
+
+from werkzeug.exceptions import MethodNotAllowed, NotFound
+from werkzeug.routing import Map, Rule
+from werkzeug.wrappers import Request
+
+from .error_handler import DefaultErrorHandler, ErrorHandler
+
+if TYPE_CHECKING:
+    from .server import Server
+
+WSGIApp = Callable[[dict[str, Any], Callable[..., Any]], Iterable[bytes]]
+
+
+class Router:
+    """Routes ``(method, path)`` to WSGI apps; anything unrouted goes to the fallback.
+
+    Paths use werkzeug's rule syntax (``/rooms/<int:room>``); the matched
+    arguments are put in the environ as ``wsgiorg.routing_args``.  Without a
+    fallback, unknown paths get 404 and known paths with another method 405.
+    """
+
+    def __init__(
+        self,
+        server: Server | None = None,
+        logger: logging.Logger | None = None,
+        error_handler: ErrorHandler | None = None,
+    ) -> None:
+        self.logger = logger or logging.getLogger("geventws.router")
+        self._error_handler = error_handler or DefaultErrorHandler()
+        self._map = Map(strict_slashes=False, merge_slashes=False)
+        self._fallback: WSGIApp | None = None
+
+    def add_route(self, method: str, path: str, app: WSGIApp) -> None:
+        self._map.add(Rule(path, methods=[method.upper()], endpoint=app))
+
+    def set_fallback(self, app: WSGIApp) -> None:
+        self._fallback = app
+
+    def __call__(self, environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterable[bytes]:
+        adapter = self._map.bind_to_environ(environ)
+        # Routes are plain rules whatever the request: the endpoint itself
+        # judges the upgrade (werkzeug would refuse upgrades on non-websocket rules).
+        adapter.websocket = False
+        try:
+            app, arguments = adapter.match()
+        except (NotFound, MethodNotAllowed) as miss:
+            if self._fallback is not None:
+                return self._fallback(environ, start_response)
+            return self._refuse(miss, environ, start_response)
+        environ["wsgiorg.routing_args"] = ((), arguments)
+        result: Iterable[bytes] = app(environ, start_response)
+        return result
+
+    def _refuse(self, miss: Exception, environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterable[bytes]:
+        request = Request(environ)
+        if isinstance(miss, MethodNotAllowed):
+            response = self._error_handler.handle_error(405, None, request)
+            response.headers["Allow"] = ", ".join(miss.valid_methods or [])
+        else:
+            response = self._error_handler.handle_error(404, None, request)
+        return response(environ, start_response)

@@ -1,0 +1,144 @@
+"""The HTTP server: one gevent WSGIServer per exposed address, one greenlet per connection."""
+
+from __future__ import annotations
+
+import logging
+import os
+import socket
+import ssl
+import stat
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, Union
+
+import gevent
+import gevent.socket
+from gevent.pool import Pool
+from gevent.pywsgi import LoggingLogAdapter, WSGIServer
+
+from .transport import WebsocketWSGIHandler
+
+#: A ``(host, port)`` tuple, or a filesystem path (optionally prefixed ``unix:``) for a unix socket.
+Address = Union[tuple[str, int], str]
+WSGIApp = Callable[..., Any]
+
+DEFAULT_STOP_TIMEOUT = 3.0
+
+
+@dataclass
+class _Exposure:
+    address: Address
+    ssl_context: ssl.SSLContext | None
+    backlog: int
+
+
+class Server:
+    """Serves one WSGI app on every exposed address.
+
+    ``stop()`` stops accepting, runs the ``on_stop`` callbacks (the WebSocket
+    endpoints close their clients with 1001 there), then waits for the
+    remaining requests and kills what is still running after the timeout.
+    """
+
+    def __init__(self, logger: logging.Logger | None = None, *, max_connections: int | None = None) -> None:
+        self.logger = logger or logging.getLogger("geventws.server")
+        self._access_log = LoggingLogAdapter(self.logger.getChild("access"), logging.INFO)
+        self._error_log = LoggingLogAdapter(self.logger, logging.ERROR)
+        self._exposures: list[_Exposure] = []
+        self._servers: list[WSGIServer] = []
+        self._pool = Pool(max_connections)
+        self._stop_callbacks: list[Callable[[], Any]] = []
+        self._running = False
+
+    def expose(self, address: Address, ssl_context: ssl.SSLContext | None = None, backlog: int = 1024) -> None:
+        """Listen on ``address`` once started; port 0 picks a free port (see :attr:`addresses`)."""
+        if self._running:
+            raise RuntimeError("expose() must be called before start()")
+        self._exposures.append(_Exposure(address, ssl_context, backlog))
+
+    def on_stop(self, callback: Callable[[], Any]) -> None:
+        """Run ``callback()`` when the server stops, after it stopped accepting."""
+        self._stop_callbacks.append(callback)
+
+    @property
+    def addresses(self) -> list[Any]:
+        """The bound addresses (with the real port for port 0), in exposure order."""
+        return [server.socket.getsockname() for server in self._servers]
+
+    @property
+    def is_running(self) -> bool:
+        return self._running
+
+    def start(self, app: WSGIApp) -> None:
+        if self._running:
+            raise RuntimeError("The server is already running")
+        if not self._exposures:
+            raise RuntimeError("Nothing to listen on: call expose() first")
+        for exposure in self._exposures:
+            server = self._create_server(exposure, app)
+            server.start()
+            self._servers.append(server)
+            self.logger.info("Listening on %s", _describe(server.socket.getsockname(), exposure.ssl_context))
+        self._running = True
+
+    def stop(self, timeout: float = DEFAULT_STOP_TIMEOUT) -> None:
+        """Stop accepting, close clients, and return within about ``timeout`` seconds."""
+        if not self._running:
+            return
+        self._running = False
+        deadline = time.monotonic() + timeout
+        for server in self._servers:
+            server.close()
+        callbacks = [gevent.spawn(callback) for callback in self._stop_callbacks]
+        gevent.joinall(callbacks, timeout=timeout)
+        for greenlet in callbacks:
+            if not greenlet.successful() and greenlet.dead:
+                self.logger.error("on_stop callback failed", exc_info=greenlet.exc_info)
+        self._pool.join(timeout=max(0.0, deadline - time.monotonic()))
+        self._pool.kill(block=True, timeout=1)
+        self._servers.clear()
+        self.logger.info("Stopped")
+
+    def _create_server(self, exposure: _Exposure, app: WSGIApp) -> WSGIServer:
+        listener = _listen(exposure.address, exposure.backlog)
+        extra: dict[str, Any] = {}
+        if exposure.ssl_context is not None:
+            extra["ssl_context"] = exposure.ssl_context
+        return WSGIServer(
+            listener,
+            app,
+            spawn=self._pool,
+            handler_class=WebsocketWSGIHandler,
+            log=self._access_log,
+            error_log=self._error_log,
+            **extra,
+        )
+
+
+def _listen(address: Address, backlog: int) -> socket.socket:
+    if isinstance(address, str):
+        return _listen_unix(address.removeprefix("unix:"), backlog)
+    host, port = address
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    listener: socket.socket = gevent.socket.create_server(
+        (host.strip("[]"), port), family=family, backlog=backlog, reuse_port=False
+    )
+    return listener
+
+
+def _listen_unix(path: str, backlog: int) -> socket.socket:
+    if os.path.exists(path) and stat.S_ISSOCK(os.stat(path).st_mode):
+        os.unlink(path)  # a stale socket from an earlier run
+    sock: socket.socket = gevent.socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    sock.bind(path)
+    sock.listen(backlog)
+    return sock
+
+
+def _describe(address: Any, ssl_context: ssl.SSLContext | None) -> str:
+    scheme = "https" if ssl_context is not None else "http"
+    if isinstance(address, str):
+        return f"unix:{address}"
+    host, port = address[0], address[1]
+    return f"{scheme}://[{host}]:{port}" if ":" in host else f"{scheme}://{host}:{port}"

@@ -1,0 +1,128 @@
+"""The WebSocket endpoint: a WSGI app that upgrades accepted requests and runs the client handler.
+
+Flow of one request (see DESIGN.md): the acceptor judges the handshake
+before anything is written, so a refusal is a normal HTTP response;
+on acceptance compression is negotiated, the 101 is written on the raw socket,
+and the client handler runs in this very greenlet until the connection ends.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterable
+from typing import TYPE_CHECKING, Any, Callable, Protocol
+
+import gevent
+from werkzeug.wrappers import Request, Response
+from wsproto.extensions import Extension
+
+from .acceptor import Rfc6455Acceptor, WebsocketAcceptor
+from .client import WebsocketClient
+from .client_factory import Rfc6455ClientFactory, WebsocketClientFactory
+from .close import CloseCode, WebsocketClosedException
+from .handler import ClientHandler, as_callable
+from .transport import TRANSPORT_KEY
+
+if TYPE_CHECKING:
+    from .server import Server
+
+_STRIPPED_FROM_101 = ("Content-Type", "Content-Length")
+
+
+class CompressionFactory(Protocol):
+    def negotiate(self, request: Request) -> tuple[str, Extension] | None:
+        """The ``Sec-WebSocket-Extensions`` answer and the extension to use, or ``None`` to decline."""
+        ...
+
+
+class Websocket:
+    """A WSGI app serving WebSocket connections on whatever route it is mounted."""
+
+    def __init__(
+        self,
+        server: Server | None,
+        logger: logging.Logger | None,
+        acceptor: WebsocketAcceptor | None,
+        client_handler: ClientHandler,
+        compression_factory: CompressionFactory | None = None,
+        client_factory: WebsocketClientFactory | None = None,
+    ) -> None:
+        self.logger = logger or logging.getLogger("geventws.websocket")
+        self._acceptor = acceptor or Rfc6455Acceptor()
+        self._handle_client = as_callable(client_handler)
+        self._compression_factory = compression_factory
+        self._client_factory = client_factory or Rfc6455ClientFactory()
+        self._clients: set[WebsocketClient] = set()
+        self._accepting = True
+        if server is not None:
+            server.on_stop(self.close_all)
+
+    @property
+    def clients(self) -> frozenset[WebsocketClient]:
+        return frozenset(self._clients)
+
+    def __call__(self, environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterable[bytes]:
+        request = Request(environ)
+        response = self._acceptor.handle_handshake(request)
+        if response.status_code == 101:
+            transport = environ.get(TRANSPORT_KEY)
+            if not self._accepting:
+                response = Response("Server shutting down", status=503)
+            elif transport is None:
+                self.logger.error("Cannot upgrade: the WSGI server does not offer %s", TRANSPORT_KEY)
+                response = Response("WebSocket upgrade not supported by this server", status=500)
+            else:
+                self._upgrade(transport, request, response)
+                return []
+        response.headers["Connection"] = "close"
+        return response(environ, start_response)
+
+    def close_all(self, code: int = CloseCode.GOING_AWAY, reason: str = "Server shutting down") -> None:
+        """Stop accepting and close every client at once; returns within the close period."""
+        self._accepting = False
+        closers = [gevent.spawn(client.close, code, reason) for client in list(self._clients)]
+        gevent.joinall(closers)
+
+    def _upgrade(self, transport: Any, request: Request, response: Response) -> None:
+        extensions = self._negotiate_compression(request, response)
+        sock, reader = transport.take_over()
+        try:
+            sock.sendall(_serialize_101(response))
+        except OSError as error:
+            self.logger.debug("Peer left during the handshake: %s", error)
+            return
+        client = self._client_factory.create_client(request, response, sock, reader, extensions)
+        self._clients.add(client)
+        try:
+            client.start()
+            self._run_handler(client, request, response)
+        finally:
+            self._clients.discard(client)
+            client.abort()
+
+    def _negotiate_compression(self, request: Request, response: Response) -> list[Extension]:
+        if self._compression_factory is None:
+            return []
+        negotiated = self._compression_factory.negotiate(request)
+        if negotiated is None:
+            return []
+        header, extension = negotiated
+        response.headers["Sec-WebSocket-Extensions"] = header
+        return [extension]
+
+    def _run_handler(self, client: WebsocketClient, request: Request, response: Response) -> None:
+        try:
+            self._handle_client(client, request, response)
+        except WebsocketClosedException:
+            pass
+        except Exception:
+            self.logger.exception("Client handler failed for %r", client)
+            client.close(CloseCode.UNEXPECTED_SERVER_ERROR, "Internal server error")
+            return
+        client.close(CloseCode.NORMAL_CLOSE)
+
+
+def _serialize_101(response: Response) -> bytes:
+    lines = ["HTTP/1.1 101 Switching Protocols"]
+    lines.extend(f"{name}: {value}" for name, value in response.headers.items() if name not in _STRIPPED_FROM_101)
+    return ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1")

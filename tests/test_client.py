@@ -1,0 +1,404 @@
+"""Messages, control frames and closing, seen from a real websocket-client peer."""
+
+import logging
+import os
+import socket
+import time
+
+import gevent
+import pytest
+import websocket
+from conftest import close_code, factory, handshake_request, masked_frame, raw_exchange
+from gevent.event import AsyncResult
+from websocket import ABNF
+
+import geventws
+from geventws import CloseCode, WebsocketClosedException, WebsocketCount, WebsocketTimestamp
+
+
+def endpoint(handler, **factory_options):
+    client_factory = geventws.Rfc6455ClientFactory(**factory_options) if factory_options else None
+    return factory(
+        lambda server: geventws.Websocket(server, logging.getLogger("tests.ws"), None, handler, None, client_factory)
+    )
+
+
+def capture_client():
+    """A handler that hands its client to the test, then waits until the test lets it go."""
+    seen: AsyncResult = AsyncResult()
+    done = gevent.event.Event()
+
+    def handler(client, request, response):
+        seen.set(client)
+        done.wait(30)
+
+    return handler, seen, done
+
+
+@pytest.mark.parametrize("text", ["hello", "héllo wörld ✓ 𝄞", "", "x" * 70000])
+def test_echo_text(echo, text):
+    client = echo.connect()
+    client.send(text)
+    opcode, data = client.recv_data()
+    assert opcode == ABNF.OPCODE_TEXT
+    assert data.decode("utf-8") == text
+    client.close()
+
+
+@pytest.mark.parametrize("size", [0, 1, 125, 126, 65535, 65536, 5 * 1024 * 1024])
+def test_echo_binary(echo, size):
+    payload = os.urandom(size)
+    client = echo.connect()
+    client.send_binary(payload)
+    opcode, data = client.recv_data()
+    assert opcode == ABNF.OPCODE_BINARY
+    assert data == payload
+    client.close()
+
+
+def test_fragmented_text_from_client_split_inside_a_character(echo):
+    encoded = "ünïcödé 𝄞 fragments".encode()
+    client = echo.connect()
+    client.send_frame(ABNF.create_frame(encoded[:2], ABNF.OPCODE_TEXT, fin=0))
+    client.send_frame(ABNF.create_frame(encoded[2:11], ABNF.OPCODE_CONT, fin=0))
+    client.ping(b"in between")
+    client.send_frame(ABNF.create_frame(encoded[11:], ABNF.OPCODE_CONT, fin=1))
+    opcode, frame = client.recv_data_frame(control_frame=True)
+    assert (opcode, frame.data) == (ABNF.OPCODE_PONG, b"in between")
+    assert client.recv() == encoded.decode()
+    client.close()
+
+
+def test_message_chunks_are_readable_before_the_message_completes(serve):
+    chunks = []
+
+    def handler(client, request, response):
+        message = client.receive()
+        chunks.append(message.read())
+        client.send_text("got first chunk")
+        chunks.extend(message)
+
+    running = serve(endpoint(handler))
+    client = running.connect()
+    client.send_frame(ABNF.create_frame(b"first", ABNF.OPCODE_BINARY, fin=0))
+    assert client.recv() == "got first chunk"
+    client.send_frame(ABNF.create_frame(b"second", ABNF.OPCODE_CONT, fin=1))
+    client.close()
+    gevent.sleep(0.1)
+    assert chunks == [b"first", b"second"]
+
+
+def test_ping_from_client_is_answered_even_while_the_handler_is_busy(serve):
+    handler, seen, done = capture_client()
+    running = serve(endpoint(handler))
+    client = running.connect()
+    client.ping(b"payload")
+    opcode, frame = client.recv_data_frame(control_frame=True)
+    assert (opcode, frame.data) == (ABNF.OPCODE_PONG, b"payload")
+    assert seen.get(5).count(WebsocketCount.PINGS_RECEIVED) == 1
+    done.set()
+    client.close()
+
+
+def test_server_ping_measures_latency(serve):
+    handler, seen, done = capture_client()
+    running = serve(endpoint(handler))
+    client = running.connect()
+    server_side = seen.get(5)
+    server_side.ping()
+    opcode, frame = client.recv_data_frame(control_frame=True)
+    assert opcode == ABNF.OPCODE_PING
+    client.pong(frame.data)
+    deadline = time.monotonic() + 5
+    while server_side.latency is None and time.monotonic() < deadline:
+        gevent.sleep(0.01)
+    assert server_side.latency is not None and server_side.latency >= 0
+    assert server_side.unanswered_pings == 0
+    done.set()
+    client.close()
+
+
+def test_client_close_code_and_reason_reach_the_handler_and_are_echoed(serve):
+    infos = AsyncResult()
+
+    def handler(client, request, response):
+        assert client.receive() is None
+        infos.set(client.close_info)
+
+    running = serve(endpoint(handler))
+    client = running.connect()
+    client.send_close(4001, b"bye now")
+    opcode, frame = client.recv_data_frame(control_frame=True)
+    assert opcode == ABNF.OPCODE_CLOSE
+    assert close_code(frame.data) == 4001
+    info = infos.get(5)
+    assert (info.code, info.reason, info.by_peer) == (4001, "bye now", True)
+
+
+def test_empty_close_from_client_is_answered_with_an_empty_close(serve):
+    infos = AsyncResult()
+
+    def handler(client, request, response):
+        client.receive()
+        infos.set(client.close_info)
+
+    running = serve(endpoint(handler))
+    sock = socket.create_connection(("127.0.0.1", running.port))
+    sock.sendall(handshake_request(running.port))
+    assert sock.recv(4096).startswith(b"HTTP/1.1 101")
+    sock.sendall(masked_frame(0x8, b""))
+    assert sock.recv(100) == b"\x88\x00"
+    assert sock.recv(100) == b"", "the server closes TCP after the close handshake"
+    assert infos.get(5).code == CloseCode.NONE
+    sock.close()
+
+
+def test_server_close_code_reaches_the_client(serve):
+    def handler(client, request, response):
+        client.close(4002, "server says bye")
+        assert client.is_closed
+        assert client.close_info.by_peer is False
+
+    running = serve(endpoint(handler))
+    client = running.connect()
+    opcode, frame = client.recv_data_frame(control_frame=True)
+    assert opcode == ABNF.OPCODE_CLOSE
+    assert close_code(frame.data) == 4002
+    assert frame.data[2:] == b"server says bye"
+
+
+def test_handler_return_closes_with_1000(serve):
+    running = serve(endpoint(lambda client, request, response: client.send_text("done")))
+    client = running.connect()
+    assert client.recv() == "done"
+    opcode, frame = client.recv_data_frame(control_frame=True)
+    assert (opcode, close_code(frame.data)) == (ABNF.OPCODE_CLOSE, 1000)
+
+
+def test_handler_exception_closes_with_1011_and_is_logged(serve, caplog):
+    def handler(client, request, response):
+        raise RuntimeError("boom in handler")
+
+    running = serve(endpoint(handler))
+    with caplog.at_level(logging.ERROR, logger="tests.ws"):
+        client = running.connect()
+        opcode, frame = client.recv_data_frame(control_frame=True)
+    assert (opcode, close_code(frame.data)) == (ABNF.OPCODE_CLOSE, 1011)
+    records = [r for r in caplog.records if r.name == "tests.ws"]
+    assert records and records[0].exc_info and "boom in handler" in str(records[0].exc_info[1])
+
+
+def test_closed_exception_from_handler_is_not_logged(serve, caplog):
+    finished = gevent.event.Event()
+
+    def handler(client, request, response):
+        try:
+            client.receive()
+            client.send_text("too late")
+        finally:
+            finished.set()
+
+    running = serve(endpoint(handler))
+    with caplog.at_level(logging.DEBUG, logger="tests.ws"):
+        client = running.connect()
+        client.close()
+        assert finished.wait(5)
+        gevent.sleep(0.05)
+    assert not [r for r in caplog.records if r.name == "tests.ws" and r.levelno >= logging.WARNING]
+
+
+def test_send_after_close_raises_closed_exception(serve):
+    outcome = AsyncResult()
+
+    def handler(client, request, response):
+        client.close(1000)
+        try:
+            client.send_text("after close")
+        except WebsocketClosedException as error:
+            outcome.set(error)
+
+    running = serve(endpoint(handler))
+    client = running.connect()
+    client.recv_data_frame(control_frame=True)
+    error = outcome.get(5)
+    assert error.code == 1000
+
+
+def test_invalid_utf8_closes_with_1007_not_by_peer(serve):
+    handler, seen, done = capture_client()
+    running = serve(endpoint(handler))
+    client = running.connect()
+    client.send_frame(
+        ABNF.create_frame(b"\xff\xfe", ABNF.OPCODE_TEXT, fin=1),
+    )
+    opcode, frame = client.recv_data_frame(control_frame=True)
+    assert (opcode, close_code(frame.data)) == (ABNF.OPCODE_CLOSE, 1007)
+    server_side = seen.get(5)
+    assert server_side.wait_closed(5)
+    assert (server_side.close_info.code, server_side.close_info.by_peer) == (1007, False)
+    done.set()
+
+
+def test_tcp_drop_is_recorded_as_1006(serve):
+    handler, seen, done = capture_client()
+    running = serve(endpoint(handler))
+    client = running.connect()
+    server_side = seen.get(5)
+    client.sock.close()
+    assert server_side.wait_closed(5)
+    assert server_side.close_info.code == CloseCode.ABNORMAL_CLOSE
+    assert server_side.receive() is None
+    done.set()
+
+
+def test_on_close_callback_runs_once_with_the_info(serve):
+    calls = []
+    handler, seen, done = capture_client()
+    running = serve(endpoint(handler))
+    client = running.connect()
+    server_side = seen.get(5)
+    server_side.on_close(lambda c, info: calls.append(info.code))
+    client.close(status=4005)
+    assert server_side.wait_closed(5)
+    server_side.on_close(lambda c, info: calls.append(-info.code))
+    assert calls == [4005, -4005]
+    done.set()
+
+
+def test_concurrent_senders_never_interleave_messages(serve):
+    senders = 50
+    size = 100_000  # above the 32 KiB split threshold: every message is several frames
+
+    def handler(client, request, response):
+        def send(index):
+            client.send_text(chr(ord("A") + index % 26) * size + str(index))
+
+        gevent.joinall([gevent.spawn(send, index) for index in range(senders)], raise_error=True)
+        client.receive()
+
+    running = serve(endpoint(handler))
+    client = running.connect()
+    received = set()
+    for _ in range(senders):
+        message = client.recv()
+        body, index = message[:size], int(message[size:])
+        assert body == chr(ord("A") + index % 26) * size
+        received.add(index)
+    assert received == set(range(senders))
+    client.close()
+
+
+def test_stream_text_sends_one_fragmented_message(serve):
+    def handler(client, request, response):
+        client.stream_text(iter(["one ", "two ", "three"]))
+        client.stream_binary(b"x" * 40_000 for _ in range(3))
+        client.receive()
+
+    running = serve(endpoint(handler))
+    client = running.connect()
+    opcode, frame = client.recv_data_frame()
+    assert opcode == ABNF.OPCODE_TEXT and frame.data == b"one two three"
+    opcode, frame = client.recv_data_frame()
+    assert opcode == ABNF.OPCODE_BINARY and frame.data == b"x" * 120_000
+    client.close()
+
+
+def test_failed_stream_closes_with_1011(serve):
+    def chunks():
+        yield "partial"
+        raise ValueError("source failed")
+
+    def handler(client, request, response):
+        client.stream_text(chunks())
+
+    running = serve(endpoint(handler))
+    client = running.connect()
+    opcode, frame = client.recv_data_frame(control_frame=True)
+    assert opcode == ABNF.OPCODE_CLOSE
+    assert close_code(frame.data) == 1011
+
+
+def test_receive_timeout(serve):
+    outcome = AsyncResult()
+
+    def handler(client, request, response):
+        try:
+            client.receive(timeout=0.1)
+        except TimeoutError as error:
+            outcome.set(error)
+
+    running = serve(endpoint(handler))
+    client = running.connect()
+    assert isinstance(outcome.get(5), TimeoutError)
+    client.close()
+
+
+def test_reader_stops_reading_when_the_handler_does_not_consume(serve):
+    window = 256 * 1024
+    handler, seen, done = capture_client()
+    running = serve(endpoint(handler, receive_window=window))
+    client = running.connect()
+    client.sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 64 * 1024)
+    server_side = seen.get(5)
+    sent = [0]
+
+    def flood():
+        chunk = b"z" * 65536
+        for _ in range(2000):  # 128 MiB if nothing pushed back
+            client.send_binary(chunk)
+            sent[0] += len(chunk)
+
+    flooder = gevent.spawn(flood)
+    gevent.sleep(1.5)
+    assert not flooder.dead, "the sender should be blocked by TCP backpressure"
+    assert server_side._unread <= window + 65536
+    assert sent[0] < 32 * 1024 * 1024
+    flooder.kill()
+    done.set()
+
+
+def test_counters_and_timestamps(serve):
+    handler, seen, done = capture_client()
+    running = serve(endpoint(handler))
+    client = running.connect()
+    server_side = seen.get(5)
+    before = time.time()
+    client.send("abc")
+    message = server_side.receive(5)
+    assert str(message) == "abc"
+    server_side.send_binary(b"12345")
+    assert client.recv() == b"12345"
+    assert server_side.count(WebsocketCount.MESSAGES_RECEIVED) == 1
+    assert server_side.count(WebsocketCount.MESSAGES_SENT) == 1
+    assert server_side.count(WebsocketCount.FRAMES_SENT) == 1
+    assert server_side.count(WebsocketCount.BYTES_SENT) == 2 + 5
+    assert server_side.count(WebsocketCount.BYTES_RECEIVED) == 6 + 3
+    assert server_side.timestamp(WebsocketTimestamp.LAST_DATA_READ) >= before
+    assert server_side.timestamp(WebsocketTimestamp.CONNECTED) <= before
+    assert server_side.timestamp(WebsocketTimestamp.CLOSED) == 0.0
+    done.set()
+    client.close()
+
+
+def test_plain_http_through_the_endpoint_is_refused_with_426(echo):
+    code, headers, _ = raw_exchange(echo.port, b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+    assert code == 426
+
+
+def test_many_greenlets_many_clients(echo):
+    def one(index):
+        client = echo.connect()
+        for round_ in range(3):
+            client.send(f"{index}:{round_}")
+            assert client.recv() == f"{index}:{round_}"
+        client.close()
+
+    greenlets = [gevent.spawn(one, index) for index in range(200)]
+    gevent.joinall(greenlets, timeout=60, raise_error=True)
+    assert all(g.successful() for g in greenlets)
+
+
+def test_bad_status_for_websocket_client_library(serve):
+    running = serve(endpoint(lambda c, rq, rs: None))
+    with pytest.raises(websocket.WebSocketBadStatusException):
+        websocket.create_connection(running.url, header={"Sec-WebSocket-Version": "7"}, timeout=5)
