@@ -6,6 +6,15 @@ from .client_factory import Rfc6455ClientFactory, WebsocketClientFactory
 from .close import CloseCode, WebsocketClosedException, WebsocketCloseInfo
 from .document_root import DocumentRoot
 from .error_handler import DefaultErrorHandler, ErrorHandler
+from .frames import EncodedMessage
+from .gateway import (
+    SendResult,
+    SlowConsumerError,
+    SlowConsumerPolicy,
+    UnknownClientError,
+    WebsocketClientGateway,
+    WebsocketGateway,
+)
 from .handler import WebsocketClientHandler
 from .message import MessageBufferLimitError, WebsocketMessage
 from .router import Router
@@ -22,21 +31,28 @@ __all__ = [
     "CompressionFactory",
     "DefaultErrorHandler",
     "DocumentRoot",
+    "EncodedMessage",
     "ErrorHandler",
     "MessageBufferLimitError",
     "Rfc6455Acceptor",
     "Rfc6455ClientFactory",
     "Router",
+    "SendResult",
     "Server",
+    "SlowConsumerError",
+    "SlowConsumerPolicy",
     "TlsInfo",
+    "UnknownClientError",
     "Websocket",
     "WebsocketAcceptor",
     "WebsocketClient",
     "WebsocketClientFactory",
+    "WebsocketClientGateway",
     "WebsocketClientHandler",
     "WebsocketCloseInfo",
     "WebsocketClosedException",
     "WebsocketCount",
+    "WebsocketGateway",
     "WebsocketMessage",
     "WebsocketTimestamp",
     "trap_signal",

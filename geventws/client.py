@@ -32,6 +32,7 @@ from gevent.event import Event
 from gevent.lock import Semaphore
 
 from .close import CloseCode, WebsocketClosedException, WebsocketCloseInfo, is_sendable_code
+from .frames import EncodedMessage
 from .message import WebsocketMessage
 from .protocol import BytesMessage, CloseConnection, Ping, Pong, Protocol, ProtocolFailure, TextMessage
 from .stats import ClientStats, WebsocketCount, WebsocketTimestamp
@@ -221,6 +222,18 @@ class WebsocketClient:
         if gevent.getcurrent() is not self._reader:
             self._closed.wait()
 
+    def send_encoded(self, message: EncodedMessage) -> None:
+        """Send a message serialized once for many clients (see :mod:`.gateway`)."""
+        if self.is_compression_enabled:
+            self._send_message(message.data)  # compressed frames depend on this connection's context
+            return
+        with self._message_lock, self._write_lock:
+            self._check_open()
+            self._sendall(message.wire)
+            self.stats.frames_sent += message.frame_count
+            self.stats.messages_sent += 1
+            self.stats.last_data_send = self.stats.last_send
+
     def _send_message(self, data: str | bytes) -> None:
         with self._message_lock:
             frames = self._protocol.message_frames(data)
@@ -295,9 +308,10 @@ class WebsocketClient:
             return
         self._record_close(code, reason, by_peer=False)
         self._stop_receiving()
+        # Armed first: if a stalled peer blocks the write below, the abort frees it.
+        self._close_timer = gevent.spawn_later(self._close_period, self.abort)
         if self._protocol.is_open:
             self._send_control(self._protocol.close(code, reason))
-        self._close_timer = gevent.spawn_later(self._close_period, self.abort)
 
     def _record_close(self, code: int, reason: str, by_peer: bool) -> None:
         now = time.time()

@@ -120,11 +120,21 @@ def _listen(address: Address, backlog: int) -> socket.socket:
     if isinstance(address, str):
         return _listen_unix(address.removeprefix("unix:"), backlog)
     host, port = address
+    host = host.strip("[]")
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    listener: socket.socket = gevent.socket.create_server(
-        (host.strip("[]"), port), family=family, backlog=backlog, reuse_port=False
-    )
-    return listener
+    # gevent.socket.create_server is the stdlib's and builds a blocking socket
+    # unless the process is monkey-patched: build a gevent socket explicitly.
+    sock: socket.socket = gevent.socket.socket(family, socket.SOCK_STREAM)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        if family == socket.AF_INET6:
+            sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+        sock.bind((host, port))
+        sock.listen(backlog)
+    except OSError:
+        sock.close()
+        raise
+    return sock
 
 
 def _listen_unix(path: str, backlog: int) -> socket.socket:

@@ -1,0 +1,106 @@
+"""geventws, monkey-patched like a standalone daemon.
+
+Configured alike by default (16 MiB message limit, no rate limit, no heartbeat);
+``--defaults`` uses ``Rfc6455ClientFactory()`` as shipped instead.  ``--deflate``
+uses ``geventws.Rfc7692CompressionFactory()`` (the run skips the cell when
+geventws has none).  Broadcast goes through ``geventws.WebsocketClientGateway``
+when geventws has one, else loops over the clients with ``send_binary``.
+"""
+
+from gevent import monkey
+
+monkey.patch_all()
+
+import logging  # noqa: E402
+import sys  # noqa: E402
+
+import gevent  # noqa: E402
+import geventws  # noqa: E402
+from _common import HOST, MESSAGE_LIMIT, broadcast_payload, broadcast_size, parse_args, ready  # noqa: E402
+
+CLIENTS: set = set()
+
+
+def make_broadcaster():  # type: ignore[no-untyped-def]
+    """(on_connect, on_disconnect, broadcast, description) for the gateway if any, else a plain loop."""
+    gateway_class = getattr(geventws, "WebsocketClientGateway", None)
+    if gateway_class is not None:
+        try:
+            gateway = gateway_class()
+        except TypeError as error:  # a constructor we do not know how to call: fall back, but say so
+            print(f"WebsocketClientGateway() failed ({error}); looping over clients instead", file=sys.stderr)
+        else:
+
+            def gateway_broadcast(sender, payload: bytes) -> None:  # type: ignore[no-untyped-def]
+                gateway.broadcast_binary(payload, [sender.id])
+
+            return gateway.add_client, None, gateway_broadcast, "WebsocketClientGateway.broadcast_binary"
+
+    def loop_broadcast(sender, payload: bytes) -> None:  # type: ignore[no-untyped-def]
+        for other in list(CLIENTS):
+            if other is not sender:
+                try:
+                    other.send_binary(payload)
+                except geventws.WebsocketClosedException:
+                    pass
+
+    return None, None, loop_broadcast, "loop over clients with send_binary"
+
+
+ON_CONNECT, ON_DISCONNECT, BROADCAST, BROADCAST_HOW = make_broadcaster()
+
+
+def handle_client(client, request, response) -> None:  # type: ignore[no-untyped-def]
+    CLIENTS.add(client)
+    if ON_CONNECT is not None:
+        ON_CONNECT(client)
+    try:
+        for message in client:
+            data = message.buffer()
+            if message.is_text:
+                size = broadcast_size(data)
+                if size is not None:
+                    BROADCAST(client, broadcast_payload(size))
+                else:
+                    client.send_text(data)
+            else:
+                client.send_binary(data)
+    finally:
+        CLIENTS.discard(client)
+
+
+def main() -> None:
+    args = parse_args(__doc__)
+    logging.basicConfig(level=logging.WARNING)
+    if args.defaults:
+        client_factory = geventws.Rfc6455ClientFactory()
+    else:
+        client_factory = geventws.Rfc6455ClientFactory(
+            message_size_limit=MESSAGE_LIMIT, heartbeat=None, rate_limit=None
+        )
+    compression = None
+    if args.deflate:
+        factory_class = getattr(geventws, "Rfc7692CompressionFactory", None)
+        if factory_class is None:
+            sys.exit("geventws has no Rfc7692CompressionFactory")
+        compression = factory_class()
+    server = geventws.Server(logging.getLogger("bench.geventws"))
+    server.expose((HOST, args.port), backlog=1024)
+    endpoint = geventws.Websocket(server, None, None, handle_client, compression, client_factory)
+    server.start(endpoint)
+    ready(
+        server="geventws",
+        version=geventws.__version__,
+        deflate=args.deflate,
+        defaults=args.defaults,
+        message_limit=getattr(client_factory, "message_size_limit", "?"),
+        rate_limit=repr(getattr(client_factory, "rate_limit", "?")),
+        heartbeat=repr(getattr(client_factory, "heartbeat", "?")),
+        broadcast=BROADCAST_HOW,
+        loop="gevent",
+    )
+    gevent.wait()
+
+
+if __name__ == "__main__":
+    main()

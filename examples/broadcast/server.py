@@ -1,0 +1,66 @@
+"""The broadcast chat: every message a browser sends is shown to everyone.
+
+Run it with ``make run`` and open http://127.0.0.1:1337 in a few browser tabs.
+"""
+
+import logging
+import signal
+import sys
+from pathlib import Path
+
+from werkzeug.wrappers import Request, Response
+
+from geventws import (
+    AllowOriginAcceptor,
+    DefaultErrorHandler,
+    DocumentRoot,
+    Router,
+    Server,
+    Websocket,
+    WebsocketClient,
+    WebsocketClientGateway,
+    WebsocketClientHandler,
+    WebsocketGateway,
+    trap_signal,
+)
+
+logging.basicConfig(stream=sys.stdout, level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
+logger = logging.getLogger("server")
+
+server = Server(logger)
+
+server.expose(("127.0.0.1", 1337))
+server.expose(("::1", 1337))
+
+error_handler = DefaultErrorHandler()
+
+acceptor = AllowOriginAcceptor(
+    ["http://localhost:1337", "http://127.0.0.1:1337", "http://[::1]:1337"],
+)
+
+
+class ClientHandler(WebsocketClientHandler):
+    def __init__(self, gateway: WebsocketGateway | None = None) -> None:
+        self.gateway = gateway or WebsocketClientGateway()
+
+    def handle_client(self, client: WebsocketClient, request: Request, response: Response) -> None:
+        self.gateway.add_client(client)
+
+        for message in client:
+            self.gateway.broadcast_text(f"{client.id}: {message}")
+
+
+websocket = Websocket(server, logger, acceptor, ClientHandler())
+
+router = Router(server, logger, error_handler)
+router.add_route("GET", "/broadcast", websocket)
+router.set_fallback(DocumentRoot(server, error_handler, Path(__file__).parent / "public"))
+
+server.start(router)
+
+# Await SIGINT or SIGTERM to be received.
+signum = trap_signal([signal.SIGINT, signal.SIGTERM])
+
+logger.info("Received signal %d, stopping HTTP server", signum)
+
+server.stop()

@@ -1,0 +1,55 @@
+"""Serializing whole, uncompressed server frames without a connection's state.
+
+A server never masks, so the bytes of an uncompressed message do not depend on
+the connection: a broadcast can build them once and write the same object to
+every socket (see :mod:`.gateway`).
+"""
+
+from __future__ import annotations
+
+import struct
+from dataclasses import dataclass
+
+OPCODE_CONTINUATION = 0x0
+OPCODE_TEXT = 0x1
+OPCODE_BINARY = 0x2
+
+_HEADER_16 = struct.Struct("!BBH")
+_HEADER_64 = struct.Struct("!BBQ")
+
+
+def frame_header(opcode: int, length: int, fin: bool = True) -> bytes:
+    first = (0x80 if fin else 0) | opcode
+    if length < 126:
+        return bytes((first, length))
+    if length < 65536:
+        return _HEADER_16.pack(first, 126, length)
+    return _HEADER_64.pack(first, 127, length)
+
+
+@dataclass(frozen=True)
+class EncodedMessage:
+    """A message and its uncompressed wire form, split into frames of at most ``split`` bytes."""
+
+    data: str | bytes
+    wire: bytes
+    frame_count: int
+
+    @property
+    def is_text(self) -> bool:
+        return isinstance(self.data, str)
+
+    @classmethod
+    def encode(cls, data: str | bytes, split: int) -> EncodedMessage:
+        payload = data.encode("utf-8") if isinstance(data, str) else data
+        opcode = OPCODE_TEXT if isinstance(data, str) else OPCODE_BINARY
+        if len(payload) <= split:
+            return cls(data, frame_header(opcode, len(payload)) + payload, 1)
+        parts: list[bytes | memoryview] = []
+        view = memoryview(payload)
+        for start in range(0, len(payload), split):
+            chunk = view[start : start + split]
+            fin = start + split >= len(payload)
+            parts.append(frame_header(opcode if start == 0 else OPCODE_CONTINUATION, len(chunk), fin))
+            parts.append(chunk)
+        return cls(data, b"".join(parts), len(parts) // 2)

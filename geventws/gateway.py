@@ -1,0 +1,260 @@
+"""Groups of clients for broadcasting, on a greenlet pool that one slow client cannot stall.
+
+Concurrency guarantees of :class:`WebsocketClientGateway`:
+
+- Every send returns at once with a :class:`SendResult`; the writes happen on
+  the gateway's pool, at most one greenlet per client at a time, so whatever
+  the gateway sends to one client arrives in the order it was sent.
+- Each client's pending data is bounded (bytes and messages).  A client that
+  falls behind is closed (1013 by default) or loses its oldest pending
+  messages; either way the others are not delayed and memory stays bounded.
+- A broadcast to clients without compression serializes the message once
+  and writes the same bytes to every socket.
+- Clients leave the gateway when they close, whichever side closed; a send
+  racing a close is reported in the result, never raised to the caller.
+"""
+
+from __future__ import annotations
+
+import enum
+import logging
+from collections import deque
+from collections.abc import Iterable
+from typing import Protocol
+
+from gevent.event import Event
+from gevent.pool import Pool
+
+from .client import WebsocketClient
+from .close import CloseCode, WebsocketClosedException, WebsocketCloseInfo
+from .frames import EncodedMessage
+from .protocol import DEFAULT_FRAME_SPLIT_THRESHOLD
+
+logger = logging.getLogger("geventws.gateway")
+
+#: 1 MiB pending per client: a few seconds of a busy chat; a broadcast of large
+#: messages to a stalled client costs at most this much before the policy applies.
+DEFAULT_MAX_PENDING_BYTES = 1024 * 1024
+DEFAULT_MAX_PENDING_MESSAGES = 1024
+
+
+class SlowConsumerPolicy(enum.Enum):
+    """What happens to a client whose pending data would exceed the bounds."""
+
+    CLOSE = "close"  # close it with the gateway's slow-consumer close code
+    DROP_OLDEST = "drop_oldest"  # discard its oldest pending messages to make room
+
+
+class SlowConsumerError(Exception):
+    """A message was not delivered because the client could not keep up."""
+
+
+class UnknownClientError(LookupError):
+    """The client id is not (or no longer) in the gateway."""
+
+
+class SendResult:
+    """The outcome of one gateway send, by client id; wait for it or ignore it."""
+
+    def __init__(self, expected: int) -> None:
+        self._pending = expected
+        self.successes: list[int] = []
+        self.errors: dict[int, BaseException] = {}
+        self._done = Event()
+        if expected == 0:
+            self._done.set()
+
+    @property
+    def done(self) -> bool:
+        return bool(self._done.is_set())
+
+    def wait(self, timeout: float | None = None) -> SendResult:
+        """Wait until every client's write finished or failed; :class:`TimeoutError` otherwise."""
+        if not self._done.wait(timeout):
+            raise TimeoutError(f"{self._pending} deliveries still pending")
+        return self
+
+    def _succeed(self, client_id: int) -> None:
+        self.successes.append(client_id)
+        self._resolve()
+
+    def _fail(self, client_id: int, error: BaseException) -> None:
+        self.errors[client_id] = error
+        self._resolve()
+
+    def _resolve(self) -> None:
+        self._pending -= 1
+        if self._pending == 0:
+            self._done.set()
+
+
+class WebsocketGateway(Protocol):
+    def add_client(self, client: WebsocketClient) -> None: ...
+    def broadcast_text(self, data: str, exclude: Iterable[int] = ()) -> SendResult: ...
+    def broadcast_binary(self, data: bytes, exclude: Iterable[int] = ()) -> SendResult: ...
+    def multicast_text(self, data: str, client_ids: Iterable[int]) -> SendResult: ...
+    def multicast_binary(self, data: bytes, client_ids: Iterable[int]) -> SendResult: ...
+    def send_text(self, data: str, client_id: int) -> SendResult: ...
+    def send_binary(self, data: bytes, client_id: int) -> SendResult: ...
+    def get_clients(self) -> dict[int, WebsocketClient]: ...
+
+
+class _Outbox:
+    """One client's pending gateway messages; drained by at most one greenlet."""
+
+    __slots__ = ("client", "items", "size", "draining", "closed")
+
+    def __init__(self, client: WebsocketClient) -> None:
+        self.client = client
+        self.items: deque[tuple[EncodedMessage, int, SendResult]] = deque()
+        self.size = 0
+        self.draining = False
+        self.closed = False
+
+
+class WebsocketClientGateway:
+    """Sends to groups of clients; clients may be in several gateways at once."""
+
+    def __init__(
+        self,
+        *,
+        max_pending_bytes: int = DEFAULT_MAX_PENDING_BYTES,
+        max_pending_messages: int = DEFAULT_MAX_PENDING_MESSAGES,
+        slow_consumer_policy: SlowConsumerPolicy = SlowConsumerPolicy.CLOSE,
+        slow_consumer_close_code: int = CloseCode.TRY_AGAIN_LATER,
+        frame_split_threshold: int = DEFAULT_FRAME_SPLIT_THRESHOLD,
+        pool: Pool | None = None,
+    ) -> None:
+        self.max_pending_bytes = max_pending_bytes
+        self.max_pending_messages = max_pending_messages
+        self.slow_consumer_policy = slow_consumer_policy
+        self.slow_consumer_close_code = slow_consumer_close_code
+        self._split = frame_split_threshold
+        self._pool = pool if pool is not None else Pool()
+        self._outboxes: dict[int, _Outbox] = {}
+
+    def add_client(self, client: WebsocketClient) -> None:
+        if client.id in self._outboxes:
+            return
+        self._outboxes[client.id] = _Outbox(client)
+        client.on_close(self._remove)
+
+    def get_clients(self) -> dict[int, WebsocketClient]:
+        return {client_id: outbox.client for client_id, outbox in self._outboxes.items()}
+
+    def broadcast_text(self, data: str, exclude: Iterable[int] = ()) -> SendResult:
+        return self._send(data, self._all_but(exclude))
+
+    def broadcast_binary(self, data: bytes, exclude: Iterable[int] = ()) -> SendResult:
+        return self._send(bytes(data), self._all_but(exclude))
+
+    def multicast_text(self, data: str, client_ids: Iterable[int]) -> SendResult:
+        return self._send(data, self._known(client_ids))
+
+    def multicast_binary(self, data: bytes, client_ids: Iterable[int]) -> SendResult:
+        return self._send(bytes(data), self._known(client_ids))
+
+    def send_text(self, data: str, client_id: int) -> SendResult:
+        return self._send_one(data, client_id)
+
+    def send_binary(self, data: bytes, client_id: int) -> SendResult:
+        return self._send_one(bytes(data), client_id)
+
+    def _all_but(self, exclude: Iterable[int]) -> list[_Outbox]:
+        excluded = set(exclude)
+        return [outbox for client_id, outbox in self._outboxes.items() if client_id not in excluded]
+
+    def _known(self, client_ids: Iterable[int]) -> list[_Outbox]:
+        outboxes = self._outboxes
+        return [outboxes[client_id] for client_id in dict.fromkeys(client_ids) if client_id in outboxes]
+
+    def _send_one(self, data: str | bytes, client_id: int) -> SendResult:
+        outbox = self._outboxes.get(client_id)
+        if outbox is None:
+            result = SendResult(1)
+            result._fail(client_id, UnknownClientError(f"No client {client_id} in this gateway"))
+            return result
+        return self._send(data, [outbox])
+
+    def _send(self, data: str | bytes, outboxes: list[_Outbox]) -> SendResult:
+        result = SendResult(len(outboxes))
+        if not outboxes:
+            return result
+        message = EncodedMessage.encode(data, self._split)  # once for every recipient
+        size = len(message.wire)
+        for outbox in outboxes:
+            if self._make_room(outbox, size, result):
+                outbox.items.append((message, size, result))
+                outbox.size += size
+                if not outbox.draining:
+                    outbox.draining = True
+                    self._pool.spawn(self._drain, outbox)
+        return result
+
+    def _make_room(self, outbox: _Outbox, size: int, result: SendResult) -> bool:
+        """Apply the slow-consumer policy; False if this message is not queued."""
+        client_id = outbox.client.id
+        if outbox.closed:
+            result._fail(client_id, WebsocketClosedException(CloseCode.ABNORMAL_CLOSE, "Client left the gateway"))
+            return False
+        if self._fits(outbox, size):
+            return True
+        if self.slow_consumer_policy is SlowConsumerPolicy.DROP_OLDEST:
+            dropped = 0
+            while outbox.items and not self._fits(outbox, size):
+                _, old_size, old_result = outbox.items.popleft()
+                outbox.size -= old_size
+                old_result._fail(client_id, SlowConsumerError("Dropped: the client is too slow"))
+                dropped += 1
+            logger.warning("%r is too slow: dropped %d pending messages", outbox.client, dropped)
+            if self._fits(outbox, size) or not outbox.items:
+                return True
+        logger.warning(
+            "%r is too slow (%d bytes, %d messages pending): closing with %d",
+            outbox.client,
+            outbox.size,
+            len(outbox.items),
+            self.slow_consumer_close_code,
+        )
+        self._discard(outbox, SlowConsumerError("The client was closed for being too slow"))
+        result._fail(client_id, SlowConsumerError("The client was closed for being too slow"))
+        self._pool.spawn(outbox.client.close, self.slow_consumer_close_code, "Client too slow")
+        return False
+
+    def _fits(self, outbox: _Outbox, size: int) -> bool:
+        return outbox.size + size <= self.max_pending_bytes and len(outbox.items) < self.max_pending_messages
+
+    def _drain(self, outbox: _Outbox) -> None:
+        client = outbox.client
+        items = outbox.items
+        try:
+            while items:
+                message, size, result = items.popleft()
+                outbox.size -= size
+                try:
+                    client.send_encoded(message)
+                except WebsocketClosedException as error:
+                    result._fail(client.id, error)
+                    self._discard(outbox, error)
+                    return
+                except Exception as error:  # never let one client's failure escape the pool
+                    logger.exception("Sending to %r failed", client)
+                    result._fail(client.id, error)
+                else:
+                    result._succeed(client.id)
+        finally:
+            outbox.draining = False
+
+    def _discard(self, outbox: _Outbox, error: BaseException) -> None:
+        """Stop sending to this client: fail what is pending and forget it."""
+        outbox.closed = True
+        self._outboxes.pop(outbox.client.id, None)
+        while outbox.items:
+            _, _, result = outbox.items.popleft()
+            result._fail(outbox.client.id, error)
+        outbox.size = 0
+
+    def _remove(self, client: WebsocketClient, info: WebsocketCloseInfo) -> None:
+        outbox = self._outboxes.get(client.id)
+        if outbox is not None:
+            self._discard(outbox, WebsocketClosedException(info.code, info.reason))
