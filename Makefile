@@ -35,3 +35,13 @@ check: lint typecheck test
 
 clean:
 	rm -rf $(VENV) build *.egg-info .pytest_cache .mypy_cache .ruff_cache
+
+# The Autobahn|Testsuite against examples/autobahn/server.py (all 517 cases, ~10-15 minutes).
+AUTOBAHN ?= ../shared/tools/autobahn
+AUTOBAHN_PORT ?= 9001
+AUTOBAHN_CASES ?= *
+autobahn: $(VENV)/.installed-run
+	@$(BIN)/python examples/autobahn/server.py $(AUTOBAHN_PORT) & pid=$$!; \
+	trap "kill $$pid 2>/dev/null" EXIT; \
+	sleep 1; \
+	$(AUTOBAHN)/run.sh -q -o autobahn-reports -a geventws ws://127.0.0.1:$(AUTOBAHN_PORT) "$(AUTOBAHN_CASES)"

@@ -55,7 +55,7 @@ class Heartbeat(TypingProtocol):
 
 
 class RateLimit(TypingProtocol):
-    def throttle(self, client: WebsocketClient, nbytes: int) -> None: ...
+    def throttle(self, client: WebsocketClient, nbytes: int, nframes: int) -> None: ...
 
 
 @dataclass(frozen=True)
@@ -118,6 +118,8 @@ class WebsocketClient:
         self._pings: deque[tuple[bytes, float]] = deque(maxlen=32)
         self._ping_counter = itertools.count(1)
         self.latency: float | None = None
+        #: Heartbeat pings sent since data last arrived.
+        self.missed_heartbeats = 0
         self._reader: gevent.Greenlet | None = None
 
     def __repr__(self) -> str:
@@ -206,6 +208,17 @@ class WebsocketClient:
             self._sendall(self._protocol.ping(payload))
             self.stats.pings_sent += 1
             self.stats.last_heartbeat = time.time()
+
+    def heartbeat_ping(self) -> bool:
+        """Ping unless a write is in progress (then the peer is busy reading, not gone); for heartbeats."""
+        if self._write_lock.locked() or self._close_info is not None:
+            return False
+        try:
+            self.ping()
+        except WebsocketClosedException:
+            return False
+        self.missed_heartbeats += 1
+        return True
 
     def close(self, code: int = CloseCode.NORMAL_CLOSE, reason: str = "") -> None:
         """Start the close handshake and wait (up to the close period) until it is done.
@@ -359,10 +372,10 @@ class WebsocketClient:
         stats = self.stats
         stats.bytes_received += len(data)
         stats.last_read = time.time()
-        if self._rate_limit is not None:
-            self._rate_limit.throttle(self, len(data))
+        self.missed_heartbeats = 0
         if self._failed:
             return
+        frames_before = stats.frames_received
         for event in self._protocol.receive(data):
             kind = type(event)
             if kind is TextMessage or kind is BytesMessage:
@@ -375,6 +388,8 @@ class WebsocketClient:
                 self._on_close_frame(event)  # type: ignore[arg-type]
             elif kind is ProtocolFailure:
                 self._on_failure(event)  # type: ignore[arg-type]
+        if self._rate_limit is not None:
+            self._rate_limit.throttle(self, len(data), stats.frames_received - frames_before)
 
     def _on_message_data(self, event: TextMessage | BytesMessage) -> None:
         if event.frame_finished:

@@ -2,17 +2,28 @@
 
 from __future__ import annotations
 
+import enum
 import socket
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, Literal
 from typing import Protocol as TypingProtocol
 
 from werkzeug.wrappers import Request, Response
 from wsproto.extensions import Extension
 
 from .client import DEFAULT_CLOSE_PERIOD, DEFAULT_RECEIVE_WINDOW, Heartbeat, RateLimit, WebsocketClient
+from .heartbeat import PeriodicHeartbeat
 from .limits import DEFAULT_MESSAGE_SIZE_LIMIT, MessageLimits
 from .protocol import DEFAULT_FRAME_SPLIT_THRESHOLD, Protocol
+from .rate_limit import ConstantRateLimit
+
+
+class _Default(enum.Enum):
+    TOKEN = 0
+
+
+#: Stands for "the documented default" where ``None`` means "off".
+DEFAULT: Literal[_Default.TOKEN] = _Default.TOKEN
 
 
 class WebsocketClientFactory(TypingProtocol):
@@ -24,6 +35,11 @@ class WebsocketClientFactory(TypingProtocol):
 class Rfc6455ClientFactory:
     """Creates clients with the given limits, heartbeat and rate limit.
 
+    By default every client is pinged after 10 idle seconds and closed after
+    3 unanswered pings (:class:`PeriodicHeartbeat`), and reading from it is
+    throttled to 1 MiB/s and 100 frames/s after a one-second burst
+    (:class:`ConstantRateLimit`); pass ``None`` to turn either off.
+
     ``frame_size_limit`` defaults to ``message_size_limit``: most client
     libraries send a whole message as one frame, so a smaller frame limit would
     refuse messages the message limit allows.
@@ -32,8 +48,8 @@ class Rfc6455ClientFactory:
     def __init__(
         self,
         *,
-        heartbeat: Heartbeat | None = None,
-        rate_limit: RateLimit | None = None,
+        heartbeat: Heartbeat | None | Literal[_Default.TOKEN] = DEFAULT,
+        rate_limit: RateLimit | None | Literal[_Default.TOKEN] = DEFAULT,
         message_size_limit: int = DEFAULT_MESSAGE_SIZE_LIMIT,
         frame_size_limit: int | None = None,
         text_only: bool = False,
@@ -43,8 +59,8 @@ class Rfc6455ClientFactory:
     ) -> None:
         if message_size_limit <= 0 or (frame_size_limit is not None and frame_size_limit <= 0):
             raise ValueError("Size limits must be positive")
-        self.heartbeat = heartbeat
-        self.rate_limit = rate_limit
+        self.heartbeat: Heartbeat | None = PeriodicHeartbeat() if heartbeat is DEFAULT else heartbeat
+        self.rate_limit: RateLimit | None = ConstantRateLimit() if rate_limit is DEFAULT else rate_limit
         self.message_size_limit = message_size_limit
         self.frame_size_limit = frame_size_limit if frame_size_limit is not None else message_size_limit
         self.text_only = text_only

@@ -28,7 +28,8 @@ class MessageLimits(Extension):
         self.message_size_limit = message_size_limit
         self.frame_size_limit = frame_size_limit
         self.text_only = text_only
-        self._message_size = 0
+        #: Bytes of the current message so far (after decompression).
+        self.message_size = 0
         self._in_control_frame = False
         #: Why the last frame was refused, for the close reason.
         self.violation = ""
@@ -46,24 +47,24 @@ class MessageLimits(Extension):
         if self._in_control_frame:
             return _NO_RSV  # wsproto already caps control frames at 125 bytes
         if opcode is not Opcode.CONTINUATION:
-            self._message_size = 0
+            self.message_size = 0
             if self.text_only and opcode is Opcode.BINARY:
                 self.violation = "Binary messages are not accepted"
                 return CloseReason.UNSUPPORTED_DATA
         if payload_length > self.frame_size_limit:
             self.violation = f"Frame of {payload_length} bytes exceeds the limit of {self.frame_size_limit}"
             return CloseReason.MESSAGE_TOO_BIG
-        if not rsv.rsv1 and self._message_size + payload_length > self.message_size_limit:
+        if not rsv.rsv1 and self.message_size + payload_length > self.message_size_limit:
             # Uncompressed: the header alone proves the message is too large.
-            return self._too_big(self._message_size + payload_length)
+            return self._too_big(self.message_size + payload_length)
         return _NO_RSV
 
     def frame_inbound_payload_data(self, proto: FrameDecoder | FrameProtocol, data: bytes) -> bytes | CloseReason:
         if self._in_control_frame:
             return data
-        self._message_size += len(data)
-        if self._message_size > self.message_size_limit:
-            return self._too_big(self._message_size)
+        self.message_size += len(data)
+        if self.message_size > self.message_size_limit:
+            return self._too_big(self.message_size)
         return data
 
     def frame_inbound_complete(self, proto: FrameDecoder | FrameProtocol, fin: bool) -> None:

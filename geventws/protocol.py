@@ -51,6 +51,10 @@ class Protocol:
         frame_split_threshold: int = DEFAULT_FRAME_SPLIT_THRESHOLD,
     ) -> None:
         self._limits = limits
+        for extension in extensions:
+            bind = getattr(extension, "bind_limits", None)
+            if bind is not None:
+                bind(limits)  # compression caps inflation at what the limits leave
         # Limits go last so that they see the payload after decompression.
         self._connection = Connection(ConnectionType.SERVER, [*extensions, limits])
         self.frame_split_threshold = frame_split_threshold

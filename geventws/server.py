@@ -24,6 +24,13 @@ Address = Union[tuple[str, int], str]
 WSGIApp = Callable[..., Any]
 
 DEFAULT_STOP_TIMEOUT = 3.0
+#: 10 s for a whole request head: generous for real clients, short enough that
+#: slow-header attacks cannot pile up greenlets.
+DEFAULT_REQUEST_TIMEOUT = 10.0
+#: An idle keep-alive HTTP connection is dropped after a minute.
+DEFAULT_KEEPALIVE_TIMEOUT = 60.0
+#: 16 KiB of request head (headers included), like common reverse proxies.
+DEFAULT_MAX_HEADER_SIZE = 16 * 1024
 
 
 @dataclass
@@ -41,7 +48,18 @@ class Server:
     remaining requests and kills what is still running after the timeout.
     """
 
-    def __init__(self, logger: logging.Logger | None = None, *, max_connections: int | None = None) -> None:
+    def __init__(
+        self,
+        logger: logging.Logger | None = None,
+        *,
+        max_connections: int | None = None,
+        request_timeout: float = DEFAULT_REQUEST_TIMEOUT,
+        keepalive_timeout: float | None = DEFAULT_KEEPALIVE_TIMEOUT,
+        max_header_size: int = DEFAULT_MAX_HEADER_SIZE,
+    ) -> None:
+        self.request_timeout = request_timeout
+        self.keepalive_timeout = keepalive_timeout
+        self.max_header_size = max_header_size
         self.logger = logger or logging.getLogger("geventws.server")
         self._access_log = LoggingLogAdapter(self.logger.getChild("access"), logging.INFO)
         self._error_log = LoggingLogAdapter(self.logger, logging.ERROR)
@@ -105,7 +123,7 @@ class Server:
         extra: dict[str, Any] = {}
         if exposure.ssl_context is not None:
             extra["ssl_context"] = exposure.ssl_context
-        return WSGIServer(
+        server = WSGIServer(
             listener,
             app,
             spawn=self._pool,
@@ -114,6 +132,11 @@ class Server:
             error_log=self._error_log,
             **extra,
         )
+        # Read by WebsocketWSGIHandler for each connection.
+        server.request_timeout = self.request_timeout
+        server.keepalive_timeout = self.keepalive_timeout
+        server.max_header_size = self.max_header_size
+        return server
 
 
 def _listen(address: Address, backlog: int) -> socket.socket:

@@ -12,6 +12,7 @@ from __future__ import annotations
 import socket
 from typing import Any, BinaryIO
 
+import gevent
 from gevent.pywsgi import WSGIHandler
 
 TRANSPORT_KEY = "geventws.transport"
@@ -34,13 +35,87 @@ class Transport:
         return self.socket, self.reader
 
 
+class HeaderTooLargeError(ValueError):
+    """The request head is larger than the server accepts."""
+
+
+class _HeadReader:
+    """Counts what the header parser reads, refusing past ``limit`` bytes."""
+
+    def __init__(self, reader: BinaryIO, limit: int) -> None:
+        self._reader = reader
+        self._left = limit
+
+    def readline(self, size: int = -1) -> bytes:
+        line = self._reader.readline(min(size, self._left + 1) if size >= 0 else self._left + 1)
+        self._left -= len(line)
+        if self._left < 0:
+            raise HeaderTooLargeError("Request header fields too large")
+        return line
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._reader, name)
+
+
+_HEADER_TOO_LARGE = b"HTTP/1.1 431 Request Header Fields Too Large\r\nConnection: close\r\nContent-Length: 0\r\n\r\n"
+
+
 class WebsocketWSGIHandler(WSGIHandler):  # type: ignore[misc]
-    """gevent's pywsgi request handler, plus a :class:`Transport` in every environ."""
+    """gevent's pywsgi request handler with a :class:`Transport` in every environ, and HTTP-side limits.
+
+    pywsgi waits for a request head as long as the peer likes; here the whole
+    head must arrive within ``server.request_timeout`` seconds (so a client
+    trickling one byte a second cannot hold a greenlet), an idle keep-alive
+    connection is dropped after ``server.keepalive_timeout`` seconds, and the
+    head may not exceed ``server.max_header_size`` bytes (431).
+    """
+
+    _head_deadline: gevent.Timeout | None = None
+
+    def read_requestline(self) -> str:
+        idle = getattr(self.server, "keepalive_timeout", None)
+        self._arm(idle, "Idle connection")
+        line: str = super().read_requestline()
+        self._arm(getattr(self.server, "request_timeout", None), "Request head took too long")
+        return line
+
+    def read_request(self, raw_requestline: str) -> Any:
+        limit = getattr(self.server, "max_header_size", None)
+        if limit is None:
+            return super().read_request(raw_requestline)
+        rfile: Any = self.rfile
+        self.rfile = _HeadReader(rfile, limit)
+        try:
+            return super().read_request(raw_requestline)
+        finally:
+            self.rfile = rfile
+
+    def _handle_client_error(self, ex: BaseException) -> Any:
+        if isinstance(ex, HeaderTooLargeError):
+            return ("431", _HEADER_TOO_LARGE)
+        return super()._handle_client_error(ex)
+
+    rfile: Any
 
     def get_environ(self) -> dict[str, Any]:
+        self._arm(None, "")  # the head is complete: the application has all the time it needs
         environ: dict[str, Any] = super().get_environ()
         environ[TRANSPORT_KEY] = Transport(self.socket, self.rfile, self._taken_over)
         return environ
+
+    def _arm(self, seconds: float | None, reason: str) -> None:
+        if self._head_deadline is not None:
+            self._head_deadline.close()
+            self._head_deadline = None
+        if seconds is not None:
+            # A TimeoutError is an OSError: pywsgi drops the connection quietly.
+            self._head_deadline = gevent.Timeout.start_new(seconds, TimeoutError(reason))
+
+    def handle(self) -> None:
+        try:
+            super().handle()
+        finally:
+            self._arm(None, "")
 
     def _taken_over(self) -> None:
         # Keep-alive ends here: the bytes that follow are WebSocket frames.

@@ -17,7 +17,8 @@ from geventws import CloseCode, WebsocketClosedException, WebsocketCount, Websoc
 
 
 def endpoint(handler, **factory_options):
-    client_factory = geventws.Rfc6455ClientFactory(**factory_options) if factory_options else None
+    factory_options.setdefault("rate_limit", None)
+    client_factory = geventws.Rfc6455ClientFactory(**factory_options)
     return factory(
         lambda server: geventws.Websocket(server, logging.getLogger("tests.ws"), None, handler, None, client_factory)
     )

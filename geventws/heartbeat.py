@@ -1,0 +1,61 @@
+"""Keepalive: ping idle clients and close the ones that stopped answering.
+
+One timer greenlet serves every registered client, however many there are.
+Any data received from a client counts as a sign of life, so busy clients are
+never pinged; an idle client is pinged once per period and closed with 1008
+after ``queued_ping_limit`` periods without an answer.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from typing import TYPE_CHECKING
+
+import gevent
+
+from .close import CloseCode
+
+if TYPE_CHECKING:
+    from .client import WebsocketClient
+
+logger = logging.getLogger("geventws.heartbeat")
+
+
+class PeriodicHeartbeat:
+    """Pings clients idle for ``period`` seconds; closes them after ``queued_ping_limit`` unanswered pings."""
+
+    def __init__(self, period: float = 10.0, queued_ping_limit: int = 3) -> None:
+        if period <= 0 or queued_ping_limit < 1:
+            raise ValueError("period must be positive and queued_ping_limit at least 1")
+        self.period = period
+        self.queued_ping_limit = queued_ping_limit
+        self._clients: dict[int, WebsocketClient] = {}
+        self._timer: gevent.Greenlet | None = None
+
+    def register(self, client: WebsocketClient) -> None:
+        self._clients[client.id] = client
+        if self._timer is None or self._timer.dead:
+            self._timer = gevent.spawn(self._run)
+
+    def unregister(self, client: WebsocketClient) -> None:
+        self._clients.pop(client.id, None)
+
+    def _run(self) -> None:
+        while self._clients:
+            gevent.sleep(self.period)
+            self.beat(time.time())
+        self._timer = None
+
+    def beat(self, now: float) -> None:
+        """One round over every client (the timer calls this once per period)."""
+        for client in list(self._clients.values()):
+            if client.is_closed:
+                continue
+            if now - max(client.stats.last_read, client.stats.connected) < self.period:
+                continue  # it spoke recently: alive
+            if client.missed_heartbeats >= self.queued_ping_limit:
+                logger.info("%r: %d pings unanswered, closing", client, client.missed_heartbeats)
+                gevent.spawn(client.close, CloseCode.POLICY_VIOLATION, "No answer to pings")
+            else:
+                client.heartbeat_ping()

@@ -1,0 +1,48 @@
+"""Throttling how fast a client's data is read.
+
+The reader greenlet asks the rate limit after every read; when a client sends
+faster than allowed, the reader sleeps before reading again, so the kernel's
+buffers fill and TCP slows the peer down.  Nothing is disconnected.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import TYPE_CHECKING
+
+import gevent
+
+if TYPE_CHECKING:
+    from .client import WebsocketClient
+
+
+class ConstantRateLimit:
+    """At most ``bytes_per_second`` and ``frames_per_second`` per client, after a one-second burst.
+
+    A leaky bucket per client: each read adds its cost in seconds
+    (``bytes / bytes_per_second``, ``frames / frames_per_second``); once a
+    client is more than ``burst`` seconds ahead, its reader sleeps off the excess.
+    """
+
+    def __init__(self, bytes_per_second: int = 1024 * 1024, frames_per_second: int = 100, burst: float = 1.0) -> None:
+        if bytes_per_second <= 0 or frames_per_second <= 0:
+            raise ValueError("Rates must be positive; pass rate_limit=None to turn the limit off")
+        self.bytes_per_second = bytes_per_second
+        self.frames_per_second = frames_per_second
+        self.burst = burst
+        self._ready_at: dict[int, float] = {}
+
+    def throttle(self, client: WebsocketClient, nbytes: int, nframes: int) -> None:
+        now = time.monotonic()
+        ready_at = self._ready_at.get(client.id)
+        if ready_at is None:
+            client.on_close(self._forget)
+            ready_at = now
+        ready_at = max(ready_at, now - self.burst)
+        ready_at += max(nbytes / self.bytes_per_second, nframes / self.frames_per_second)
+        self._ready_at[client.id] = ready_at
+        if ready_at > now:
+            gevent.sleep(ready_at - now)
+
+    def _forget(self, client: WebsocketClient, info: object) -> None:
+        self._ready_at.pop(client.id, None)
