@@ -45,3 +45,20 @@ autobahn: $(VENV)/.installed-run
 	trap "kill $$pid 2>/dev/null" EXIT; \
 	sleep 1; \
 	$(AUTOBAHN)/run.sh -q -o autobahn-reports -a geventws ws://127.0.0.1:$(AUTOBAHN_PORT) "$(AUTOBAHN_CASES)"
+
+# `make bench`: the benchmark matrix in its own venv (bench/.venv) with the peer
+# servers and picows/uvloop; BENCH_QUICK=1 for the ~2 minute subset, BENCH_ARGS
+# for bench/run.py's options (e.g. BENCH_ARGS="--scenarios echo --servers geventws").
+BENCH_VENV ?= bench/.venv
+BENCH_BIN := $(BENCH_VENV)/bin
+
+$(BENCH_BIN)/python:
+	$(PYTHON) -m venv $(BENCH_VENV)
+	$(BENCH_BIN)/python -m pip install --quiet --upgrade pip
+
+$(BENCH_VENV)/.installed: bench/requirements.txt setup.cfg setup.py | $(BENCH_BIN)/python
+	$(BENCH_BIN)/python -m pip install --quiet -r bench/requirements.txt -e .
+	touch $@
+
+bench: $(BENCH_VENV)/.installed
+	$(BENCH_BIN)/python bench/run.py $(BENCH_ARGS)

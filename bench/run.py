@@ -20,6 +20,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import ctypes
 import fnmatch
 import json
 import os
@@ -36,9 +37,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import uvloop
-
 import loadgen
+import uvloop
 
 BENCH = Path(__file__).resolve().parent
 SERVERS_DIR = BENCH / "servers"
@@ -63,7 +63,9 @@ class ServerSpec:
 
 SERVERS = [
     ServerSpec(BASELINE, "websockets_asyncio.py", note="websockets asyncio server, stdlib asyncio loop"),
-    ServerSpec("websockets-sync", "websockets_sync_gevent.py", note="websockets.sync.server under gevent monkey-patching"),
+    ServerSpec(
+        "websockets-sync", "websockets_sync_gevent.py", note="websockets.sync.server under gevent monkey-patching"
+    ),
     ServerSpec("flask-sock", "flask_sock_gevent.py", note="flask-sock (simple-websocket) on gevent pywsgi"),
     ServerSpec("gevent-websocket", "gevent_websocket.py", deflate=False, note="no permessage-deflate support"),
     ServerSpec("geventws", "geventws_server.py", note="16 MiB limit, no rate limit, no heartbeat"),
@@ -168,16 +170,34 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-def raise_nofile() -> int:
+def raise_nofile(want: int = 65536) -> int:
+    """Raise RLIMIT_NOFILE: to ``want`` where allowed (root), else to the hard limit."""
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    if soft < hard:
-        resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+    try:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (max(want, hard), max(want, hard)))
+    except (ValueError, OSError):
+        if soft < hard:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
     return resource.getrlimit(resource.RLIMIT_NOFILE)[0]
 
 
 def pin(core: int | None) -> None:
     if core is not None:
         os.sched_setaffinity(0, {core})
+
+
+try:
+    _LIBC: Any = ctypes.CDLL(None, use_errno=True)
+except OSError:  # pragma: no cover - not Linux
+    _LIBC = None
+PR_SET_PDEATHSIG = 1
+
+
+def child_setup(core: int | None) -> None:
+    """In the forked child: pin it, and have the kernel kill it if this runner dies."""
+    pin(core)
+    if _LIBC is not None:
+        _LIBC.prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
 
 
 class ServerProcess:
@@ -192,7 +212,7 @@ class ServerProcess:
             args.append("--deflate")
         self._log = open(self.log_path, "w")  # noqa: SIM115 - closed in __exit__
         self.proc = subprocess.Popen(
-            args, stdout=subprocess.PIPE, stderr=self._log, preexec_fn=lambda: pin(core), cwd=str(BENCH.parent)
+            args, stdout=subprocess.PIPE, stderr=self._log, preexec_fn=lambda: child_setup(core), cwd=str(BENCH.parent)
         )
         self.config: dict[str, Any] = {}
 
@@ -275,7 +295,7 @@ class Profiler:
             self._args,
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
-            preexec_fn=lambda: pin(self._core),
+            preexec_fn=lambda: child_setup(self._core),
         )
 
     def finish(self) -> None:
@@ -320,23 +340,29 @@ async def run_scenario(cell: Cell, server: ServerProcess, opts: argparse.Namespa
             on_measure=on_measure,
         )
     if cell.scenario == "broadcast":
-        return await loadgen.broadcast(
-            server.url, server.pid, clients=p["clients"], size=p["size"], rounds=p["rounds"]
-        )
+        return await loadgen.broadcast(server.url, server.pid, clients=p["clients"], size=p["size"], rounds=p["rounds"])
     if cell.scenario == "idle":
         result = await loadgen.idle(server.url, server.pid, levels=p["levels"])
-        flat: dict[str, Any] = {"alive": result["alive"], "open": result["open"], "base_rss_mib": result["base_rss_mib"]}
+        flat: dict[str, Any] = {
+            "alive": result["alive"],
+            "open": result["open"],
+            "base_rss_mib": result["base_rss_mib"],
+        }
+        flat["steps"] = result["steps"]
+        reached = None
         for level, step in result["steps"].items():
+            if step["failed"]:  # no numbers for a level not reached
+                flat.setdefault("errors", []).append(
+                    f"{level} idle: only {step['open']} open, {step['failed']} handshakes failed: "
+                    + "; ".join(step["errors"])
+                )
+                continue
+            reached = level
             flat[f"rss_kib@{level}"] = step["rss_per_conn_kib"]
             flat[f"hs_s@{level}"] = step["handshakes_s"]
-            flat[f"client_cpu@{level}"] = step["client_cpu"]
-            flat[f"server_cpu@{level}"] = step["server_cpu"]
-            if step["failed"]:
-                flat[f"failed@{level}"] = step["failed"]
-                flat.setdefault("errors", []).extend(step["errors"])
-        top = str(max(int(level) for level in result["steps"]))
-        flat["client_cpu"] = result["steps"][top]["client_cpu"]
-        flat["server_cpu"] = result["steps"][top]["server_cpu"]
+        if reached is not None:
+            flat["client_cpu"] = result["steps"][reached]["client_cpu"]
+            flat["server_cpu"] = result["steps"][reached]["server_cpu"]
         if result["alive"] < result["open"]:
             flat.setdefault("errors", []).append(f"only {result['alive']}/{result['open']} idle connections answered")
         return flat
@@ -382,11 +408,15 @@ def run_one(
         return metrics
 
 
-def schedule(cells: list[Cell], servers: list[ServerSpec], repeats: int, deflate_ok: dict[str, bool]) -> list[Any]:
+def schedule(
+    cells: list[Cell], servers: list[ServerSpec], repeats: int, idle_repeats: int, deflate_ok: dict[str, bool]
+) -> list[Any]:
     """(repeat, cell, server) in run order: repeats go round the whole matrix; server order rotates per repeat."""
     order = []
     for rep in range(repeats):
         for cell in cells:
+            if cell.scenario == "idle" and rep >= idle_repeats:
+                continue
             rotated = servers[rep % len(servers) :] + servers[: rep % len(servers)]
             for spec in rotated:
                 if cell.scenario == "deflate" and not deflate_ok.get(spec.name, spec.deflate):
@@ -434,12 +464,21 @@ def summarize(cells: list[Cell], servers: list[ServerSpec], samples: dict[str, d
     for cell in cells:
         runs = samples.get(cell.id, {})
         for metric in cell.metrics:
-            row: dict[str, Any] = {"cell": cell.id, "title": cell.title, "metric": metric.key, "label": metric.label,
-                                   "higher_is_better": metric.higher_is_better, "servers": {}}
+            row: dict[str, Any] = {
+                "cell": cell.id,
+                "title": cell.title,
+                "metric": metric.key,
+                "label": metric.label,
+                "higher_is_better": metric.higher_is_better,
+                "servers": {},
+            }
             for spec in servers:
-                values = [r[metric.key] for r in runs.get(spec.name, []) if metric.key in r and "error" not in r]
-                row["servers"][spec.name] = {"median": statistics.median(values) if values else None, "n": len(values),
-                                             "samples": values}
+                values = [r[metric.key] for r in runs.get(spec.name, []) if metric.key in r]
+                row["servers"][spec.name] = {
+                    "median": statistics.median(values) if values else None,
+                    "n": len(values),
+                    "samples": values,
+                }
             base = row["servers"].get(BASELINE, {}).get("median")
             for entry in row["servers"].values():
                 entry["ratio"] = entry["median"] / base if base and entry["median"] is not None else None
@@ -474,11 +513,17 @@ def cpu_summary(cells: list[Cell], servers: list[ServerSpec], samples: dict[str,
     return table
 
 
-def render(rows: list[dict[str, Any]], cpu: list[dict[str, Any]], servers: list[ServerSpec], notes: list[str],
-           header: str) -> str:
+def render(
+    rows: list[dict[str, Any]], cpu: list[dict[str, Any]], servers: list[ServerSpec], notes: list[str], header: str
+) -> str:
     names = [spec.name for spec in servers]
-    lines = [header, "", "Each cell: median (ratio to websockets-asyncio). Higher is better for msg/s, MB/s and",
-             "handshakes/s; lower is better for ms and KiB/conn.", ""]
+    lines = [
+        header,
+        "",
+        "Each cell: median (ratio to websockets-asyncio). Higher is better for msg/s, MB/s and",
+        "handshakes/s; lower is better for ms and KiB/conn.",
+        "",
+    ]
     lines.append("| cell | metric | " + " | ".join(names) + " |")
     lines.append("|---|---|" + "---|" * len(names))
     for row in rows:
@@ -519,46 +564,58 @@ def render(rows: list[dict[str, Any]], cpu: list[dict[str, Any]], servers: list[
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--quick", action="store_true", default=os.environ.get("BENCH_QUICK", "") not in ("", "0"),
-                        help="a ~2 minute subset, 1 repeat (also BENCH_QUICK=1)")
+    parser.add_argument(
+        "--quick",
+        action="store_true",
+        default=os.environ.get("BENCH_QUICK", "") not in ("", "0"),
+        help="a ~2 minute subset, 1 repeat (also BENCH_QUICK=1)",
+    )
     parser.add_argument("--scenarios", default="", help="comma list of echo,stream,broadcast,idle,deflate")
     parser.add_argument("--servers", default="", help="comma list of server names (the baseline is always added)")
     parser.add_argument("--cells", default="", help="comma list of cell ids or globs, e.g. 'echo-c100-*,idle'")
     parser.add_argument("--repeats", type=int, default=None, help="rounds of the whole matrix (3; quick: 1)")
+    parser.add_argument(
+        "--idle-repeats",
+        type=int,
+        default=None,
+        help="repeats of the idle cell, the longest one (2; at most --repeats)",
+    )
     parser.add_argument("--duration", type=float, default=None, help="measured seconds per echo/stream cell")
     parser.add_argument("--warmup", type=float, default=None, help="unmeasured seconds before each echo/stream cell")
     parser.add_argument("--no-pin", action="store_true", help="do not pin the server and the client to cores")
-    parser.add_argument("--profile", action="store_true",
-                        help="py-spy record the server in echo/stream/deflate cells to results/profile-*.txt")
+    parser.add_argument(
+        "--profile",
+        action="store_true",
+        help="py-spy record the server in echo/stream/deflate cells to results/profile-*.txt",
+    )
     parser.add_argument("--no-baseline", action="store_true", help="do not add websockets-asyncio automatically")
     parser.add_argument("--list", action="store_true", help="print the cells and servers and exit")
     parser.add_argument("--out", default=str(RESULTS), help="folder for <timestamp>.json and .md")
     opts = parser.parse_args(argv)
     if opts.repeats is None:
         opts.repeats = 1 if opts.quick else 3
+    if opts.idle_repeats is None:
+        opts.idle_repeats = 2
+    opts.idle_repeats = min(opts.idle_repeats, opts.repeats)
     if opts.duration is None:
-        opts.duration = 1.0 if opts.quick else 1.2
+        opts.duration = 1.0
     if opts.warmup is None:
         opts.warmup = 0.3
     return opts
 
 
 def select_cells(opts: argparse.Namespace) -> list[Cell]:
-    cells = build_cells(opts.quick)
+    """The quick or full matrix; ``--cells`` picks from the full matrix whatever the mode."""
+    cells = build_cells(opts.quick and not opts.cells)
     if opts.scenarios:
         wanted = {s.strip() for s in opts.scenarios.split(",") if s.strip()}
-        unknown = wanted - {c.scenario for c in build_cells(False)}
+        unknown = wanted - {c.scenario for c in cells}
         if unknown:
             sys.exit(f"unknown scenarios: {', '.join(sorted(unknown))}")
         cells = [c for c in cells if c.scenario in wanted]
     if opts.cells:
         patterns = [p.strip() for p in opts.cells.split(",") if p.strip()]
-        pool = build_cells(False) if not opts.quick else cells
-        pool_ids = {c.id for c in cells}
-        # Named cells may come from the full matrix even in quick mode.
-        cells = [c for c in pool if any(fnmatch.fnmatch(c.id, p) for p in patterns)]
-        if opts.quick:
-            cells = [c for c in cells if c.id in pool_ids] or cells
+        cells = [c for c in cells if any(fnmatch.fnmatch(c.id, p) for p in patterns)]
     return cells
 
 
@@ -599,14 +656,14 @@ def main(argv: list[str] | None = None) -> int:
         for spec in servers:
             if spec.script == "geventws_server.py":
                 deflate_ok[spec.name] = has_factory
-    order = schedule(cells, servers, opts.repeats, deflate_ok)
+    order = schedule(cells, servers, opts.repeats, opts.idle_repeats, deflate_ok)
     started = time.monotonic()
     stamp = time.strftime("%Y%m%d-%H%M%S")
+    pinning = "off" if opts.no_pin else f"server core {SERVER_CORE}, client core {CLIENT_CORE}"
     print(
         f"geventws bench {stamp}: {len(cells)} cells × {len(servers)} servers × {opts.repeats} repeats = "
         f"{len(order)} runs, about {estimate(order, opts) / 60:.1f} min; duration {opts.duration} s, "
-        f"warmup {opts.warmup} s; pinning {'off' if opts.no_pin else f'server core {SERVER_CORE}, client core {CLIENT_CORE}'};"
-        f" RLIMIT_NOFILE {nofile}",
+        f"warmup {opts.warmup} s; pinning {pinning}; RLIMIT_NOFILE {nofile}",
         flush=True,
     )
     skipped_servers = [
@@ -617,16 +674,20 @@ def main(argv: list[str] | None = None) -> int:
     ]
     samples: dict[str, dict[str, list[dict[str, Any]]]] = {}
     interrupted = False
-    with tempfile.TemporaryDirectory(prefix="geventws-bench-") as log_dir, asyncio.Runner(
-        loop_factory=uvloop.new_event_loop
-    ) as runner:
+    with (
+        tempfile.TemporaryDirectory(prefix="geventws-bench-") as log_dir,
+        asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner,
+    ):
         try:
             for index, (rep, cell, spec) in enumerate(order, 1):
                 result = run_one(runner, cell, spec, opts, Path(log_dir))
                 result["repeat"] = rep
                 samples.setdefault(cell.id, {}).setdefault(spec.name, []).append(result)
-                print(f"[{index}/{len(order)} {time.monotonic() - started:5.0f}s] {cell.id:18} {spec.name:18} "
-                      + describe(cell, result), flush=True)
+                print(
+                    f"[{index}/{len(order)} {time.monotonic() - started:5.0f}s] {cell.id:18} {spec.name:18} "
+                    + describe(cell, result),
+                    flush=True,
+                )
         except KeyboardInterrupt:
             interrupted = True
             print("interrupted: writing the partial results", flush=True)
@@ -634,11 +695,13 @@ def main(argv: list[str] | None = None) -> int:
     rows, notes = summarize(cells, servers, samples)
     notes = skipped_servers + notes
     cpu = cpu_summary(cells, servers, samples)
-    header = (f"# geventws benchmark {stamp}\n\n{len(order)} runs in {elapsed / 60:.1f} min"
-              f"{' (interrupted)' if interrupted else ''}; {opts.repeats} repeat(s), medians; "
-              f"{'quick' if opts.quick else 'full'} matrix; duration {opts.duration} s + warmup {opts.warmup} s per "
-              f"echo cell; server pinned to core {SERVER_CORE}, load generator (picows on uvloop) to core {CLIENT_CORE}"
-              f"{' (pinning off)' if opts.no_pin else ''}; Python {sys.version.split()[0]}.")
+    header = (
+        f"# geventws benchmark {stamp}\n\n{len(order)} runs in {elapsed / 60:.1f} min"
+        f"{' (interrupted)' if interrupted else ''}; {opts.repeats} repeat(s), medians; "
+        f"{'quick' if opts.quick else 'full'} matrix (idle cell: {opts.idle_repeats} repeat(s)); "
+        f"duration {opts.duration} s + warmup {opts.warmup} s per echo cell; load generator picows on uvloop; "
+        f"pinning {pinning}; Python {sys.version.split()[0]}."
+    )
     report = render(rows, cpu, servers, notes, header)
     print()
     print(report)
@@ -650,8 +713,16 @@ def main(argv: list[str] | None = None) -> int:
         "interrupted": interrupted,
         "options": {k: v for k, v in vars(opts).items()},
         "servers": [vars(spec) | {"args": list(spec.args)} for spec in servers],
-        "cells": [{"id": c.id, "scenario": c.scenario, "title": c.title, "params": c.params,
-                   "metrics": [vars(m) for m in c.metrics]} for c in cells],
+        "cells": [
+            {
+                "id": c.id,
+                "scenario": c.scenario,
+                "title": c.title,
+                "params": c.params,
+                "metrics": [vars(m) for m in c.metrics],
+            }
+            for c in cells
+        ],
         "rows": rows,
         "cpu": cpu,
         "notes": notes,

@@ -38,11 +38,14 @@ def parse_args(description: str) -> argparse.Namespace:
     return args
 
 
-def raise_nofile() -> int:
-    """Raise RLIMIT_NOFILE to the hard limit: the idle scenario holds 10k sockets."""
+def raise_nofile(want: int = 65536) -> int:
+    """Raise RLIMIT_NOFILE (to ``want`` where allowed, else to the hard limit): the idle scenario holds 10k sockets."""
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    if soft < hard:
-        resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+    try:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (max(want, hard), max(want, hard)))
+    except (ValueError, OSError):
+        if soft < hard:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
     return resource.getrlimit(resource.RLIMIT_NOFILE)[0]
 
 

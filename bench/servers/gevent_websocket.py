@@ -34,7 +34,7 @@ def app(environ, start_response):  # type: ignore[no-untyped-def]
                 payload = broadcast_payload(size)
                 for other in list(CLIENTS):
                     if other is not ws:
-                        try:
+                        try:  # noqa: SIM105 - cheaper than contextlib.suppress in the broadcast loop
                             other.send(payload, binary=True)
                         except (WebSocketError, OSError):
                             pass

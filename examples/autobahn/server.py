@@ -1,6 +1,6 @@
 """An echo server for the Autobahn|Testsuite: compression on, limits raised for the 9.* cases.
 
-    python examples/autobahn/server.py [port]      (default 9001)
+python examples/autobahn/server.py [port]      (default 9001)
 """
 
 import logging
