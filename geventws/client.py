@@ -32,9 +32,10 @@ from gevent.event import Event
 from gevent.lock import Semaphore
 
 from .close import CloseCode, WebsocketClosedException, WebsocketCloseInfo, is_sendable_code
+from .events import Close, Data, Ping, Pong, ProtocolFailure
 from .frames import EncodedMessage
 from .message import WebsocketMessage
-from .protocol import BytesMessage, CloseConnection, Ping, Pong, Protocol, ProtocolFailure, TextMessage
+from .protocol import ProtocolEngine
 from .stats import ClientStats, WebsocketCount, WebsocketTimestamp
 
 logger = logging.getLogger("geventws.client")
@@ -75,7 +76,7 @@ class WebsocketClient:
     def __init__(
         self,
         sock: stdlib_socket.socket,
-        protocol: Protocol,
+        protocol: ProtocolEngine,
         *,
         reader: Any = None,
         subprotocol: str | None = None,
@@ -378,33 +379,33 @@ class WebsocketClient:
         frames_before = stats.frames_received
         for event in self._protocol.receive(data):
             kind = type(event)
-            if kind is TextMessage or kind is BytesMessage:
+            if kind is Data:
                 self._on_message_data(event)  # type: ignore[arg-type]
             elif kind is Ping:
                 self._on_ping(event)  # type: ignore[arg-type]
             elif kind is Pong:
                 self._on_pong(event)  # type: ignore[arg-type]
-            elif kind is CloseConnection:
+            elif kind is Close:
                 self._on_close_frame(event)  # type: ignore[arg-type]
-            elif kind is ProtocolFailure:
+            else:
                 self._on_failure(event)  # type: ignore[arg-type]
         if self._rate_limit is not None:
             self._rate_limit.throttle(self, len(data), stats.frames_received - frames_before)
 
-    def _on_message_data(self, event: TextMessage | BytesMessage) -> None:
+    def _on_message_data(self, event: Data) -> None:
         if event.frame_finished:
             self.stats.frames_received += 1
         if self._discarding:
             return
         message = self._current
         if message is None:
-            message = self._current = WebsocketMessage(type(event) is BytesMessage, self._consumed)
+            message = self._current = WebsocketMessage(event.is_binary, self._consumed)
             self._incoming.append(message)
             self._incoming_ready.set()
-        data = event.data
+        data = event.payload
         if data:
             self._unread += len(data)
-            message._feed(data)  # type: ignore[arg-type]  # wsproto gives bytes or str
+            message._feed(data)
         if event.message_finished:
             message._finish()
             self._current = None
@@ -426,7 +427,7 @@ class WebsocketClient:
     def _on_pong(self, event: Pong) -> None:
         self.stats.frames_received += 1
         self.stats.pongs_received += 1
-        payload = bytes(event.payload)
+        payload = event.payload
         for index, (sent, at) in enumerate(self._pings):
             if sent == payload:
                 self.latency = time.monotonic() - at
@@ -434,10 +435,10 @@ class WebsocketClient:
                     self._pings.popleft()
                 break
 
-    def _on_close_frame(self, event: CloseConnection) -> None:
+    def _on_close_frame(self, event: Close) -> None:
         self.stats.frames_received += 1
         if self._close_info is None:
-            self._record_close(event.code, event.reason or "", by_peer=True)
+            self._record_close(event.code, event.reason, by_peer=True)
             self._stop_receiving()
             echo = event.code if is_sendable_code(event.code) else None
             self._send_control(self._protocol.close(echo))

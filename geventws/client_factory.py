@@ -12,9 +12,10 @@ from werkzeug.wrappers import Request, Response
 from wsproto.extensions import Extension
 
 from .client import DEFAULT_CLOSE_PERIOD, DEFAULT_RECEIVE_WINDOW, Heartbeat, RateLimit, WebsocketClient
+from .framing import FastProtocol
 from .heartbeat import PeriodicHeartbeat
 from .limits import DEFAULT_MESSAGE_SIZE_LIMIT, MessageLimits
-from .protocol import DEFAULT_FRAME_SPLIT_THRESHOLD, Protocol
+from .protocol import DEFAULT_FRAME_SPLIT_THRESHOLD, ProtocolEngine, WsprotoProtocol
 from .rate_limit import ConstantRateLimit
 
 
@@ -72,7 +73,11 @@ class Rfc6455ClientFactory:
         self, request: Request, response: Response, sock: socket.socket, reader: Any, extensions: Sequence[Extension]
     ) -> WebsocketClient:
         limits = MessageLimits(self.message_size_limit, self.frame_size_limit, self.text_only)
-        protocol = Protocol(limits, extensions, self.frame_split_threshold)
+        protocol: ProtocolEngine
+        if extensions:
+            protocol = WsprotoProtocol(limits, extensions, self.frame_split_threshold)
+        else:
+            protocol = FastProtocol(limits, self.frame_split_threshold)
         return WebsocketClient(
             sock,
             protocol,

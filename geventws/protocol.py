@@ -1,48 +1,52 @@
-"""The sans-I/O protocol engine: bytes in, events out; messages in, bytes out.
+"""The protocol engine for connections with extensions (permessage-deflate), on wsproto.
 
 A thin layer over wsproto's :class:`~wsproto.connection.Connection` that adds
 what a server needs and wsproto leaves out: size limits (see :mod:`.limits`),
 splitting of large outgoing messages into frames, and telling a close sent by
 the peer apart from a protocol error detected here (wsproto reports both as a
-``CloseConnection`` event).  Nothing here touches a socket.
+``CloseConnection`` event).  It reports the same :mod:`.events` as the lean
+engine of :mod:`.framing`, which serves connections without extensions.
+Nothing here touches a socket.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
+from typing import Protocol
 
+from wsproto import events as wsproto_events
 from wsproto.connection import Connection, ConnectionState, ConnectionType
-from wsproto.events import BytesMessage, CloseConnection, Event, Ping, Pong, TextMessage
 from wsproto.extensions import Extension
 
+from .events import Close, Data, Event, Ping, Pong, ProtocolFailure
 from .limits import MessageLimits
-
-__all__ = [
-    "BytesMessage",
-    "CloseConnection",
-    "Ping",
-    "Pong",
-    "Protocol",
-    "ProtocolFailure",
-    "TextMessage",
-]
 
 #: 32 KiB: frames this size keep per-frame overhead negligible while letting
 #: control frames (pongs, the close) slip in between the frames of a long message.
 DEFAULT_FRAME_SPLIT_THRESHOLD = 32 * 1024
 
 
-@dataclass(frozen=True)
-class ProtocolFailure:
-    """The peer broke the protocol or a limit: the connection must be failed with ``code``."""
+class ProtocolEngine(Protocol):
+    """What the connection needs of a protocol engine (:class:`WsprotoProtocol` or ``FastProtocol``)."""
 
-    code: int
-    reason: str
+    frame_split_threshold: int
+
+    @property
+    def is_open(self) -> bool: ...
+    @property
+    def is_closed(self) -> bool: ...
+    @property
+    def close_received(self) -> bool: ...
+    def receive(self, data: bytes) -> list[Event]: ...
+    def message_frames(self, data: str | bytes) -> Iterator[bytes]: ...
+    def frame(self, data: str | bytes, fin: bool) -> bytes: ...
+    def ping(self, payload: bytes = b"") -> bytes: ...
+    def pong(self, payload: bytes) -> bytes: ...
+    def close(self, code: int | None, reason: str = "") -> bytes: ...
 
 
-class Protocol:
-    """One server-side WebSocket connection's protocol state, after the handshake."""
+class WsprotoProtocol:
+    """One server-side connection with extensions, after the handshake."""
 
     def __init__(
         self,
@@ -73,23 +77,30 @@ class Protocol:
     def close_received(self) -> bool:
         return self._connection.state in (ConnectionState.REMOTE_CLOSING, ConnectionState.CLOSED)
 
-    def receive(self, data: bytes) -> Iterator[Event | ProtocolFailure]:
-        """Feed bytes from the peer and yield what they complete."""
+    def receive(self, data: bytes) -> list[Event]:
+        """Feed bytes from the peer and return what they complete."""
         connection = self._connection
         connection.receive_data(data)
+        events: list[Event] = []
         for event in connection.events():
-            if isinstance(event, CloseConnection) and connection.state in (
-                ConnectionState.OPEN,
-                ConnectionState.LOCAL_CLOSING,
-            ):
-                # wsproto turns its ParseFailed into a CloseConnection without
-                # changing state; a close frame from the peer always does.
-                reason = event.reason or ""
-                if reason == "error in extension" and self._limits.violation:
-                    reason = self._limits.violation
-                yield ProtocolFailure(event.code, reason)
-                return
-            yield event
+            if isinstance(event, wsproto_events.Message):
+                is_binary = isinstance(event, wsproto_events.BytesMessage)
+                events.append(Data(event.data, is_binary, event.frame_finished, event.message_finished))
+            elif isinstance(event, wsproto_events.Ping):
+                events.append(Ping(bytes(event.payload)))
+            elif isinstance(event, wsproto_events.Pong):
+                events.append(Pong(bytes(event.payload)))
+            elif isinstance(event, wsproto_events.CloseConnection):
+                if connection.state in (ConnectionState.OPEN, ConnectionState.LOCAL_CLOSING):
+                    # wsproto turns its ParseFailed into a CloseConnection without
+                    # changing state; a close frame from the peer always does.
+                    reason = event.reason or ""
+                    if reason == "error in extension" and self._limits.violation:
+                        reason = self._limits.violation
+                    events.append(ProtocolFailure(event.code, reason))
+                    break
+                events.append(Close(event.code, event.reason or ""))
+        return events
 
     def message_frames(self, data: str | bytes) -> Iterator[bytes]:
         """Serialize one whole message, split into frames of at most the split threshold."""
@@ -106,22 +117,22 @@ class Protocol:
 
     def frame(self, data: str | bytes, fin: bool) -> bytes:
         """Serialize one data frame; a message is text or binary by the type of its first frame."""
-        message = (
-            TextMessage(data=data, message_finished=fin)
-            if isinstance(data, str)
-            else BytesMessage(data=data, message_finished=fin)
-        )
+        message: wsproto_events.Event
+        if isinstance(data, str):
+            message = wsproto_events.TextMessage(data=data, message_finished=fin)
+        else:
+            message = wsproto_events.BytesMessage(data=data, message_finished=fin)
         return self._connection.send(message)
 
     def ping(self, payload: bytes = b"") -> bytes:
-        return self._connection.send(Ping(payload=payload))
+        return self._connection.send(wsproto_events.Ping(payload=payload))
 
     def pong(self, payload: bytes) -> bytes:
-        return self._connection.send(Pong(payload=payload))
+        return self._connection.send(wsproto_events.Pong(payload=payload))
 
     def close(self, code: int | None, reason: str = "") -> bytes:
         """Serialize our close frame (the answer, if the peer closed first)."""
-        return self._connection.send(CloseConnection(code=code, reason=reason or None))  # type: ignore[arg-type]
+        return self._connection.send(wsproto_events.CloseConnection(code=code, reason=reason or None))  # type: ignore[arg-type]
 
 
 def _split_bytes(data: bytes, size: int) -> list[bytes]:

@@ -1,0 +1,285 @@
+"""The lean protocol engine for connections without extensions: RFC 6455 framing in one pass.
+
+Why it exists: profiling the echo benchmark (``bench/``, 100 connections of
+16-byte messages) showed wsproto's per-frame machinery -- its byte buffer
+copies, the generator-driven parser, four extension hooks per frame, masking
+through translate tables and frozen-dataclass events -- taking most of the
+server's CPU, and the pure Python unmasking capping large messages at
+~100 MB/s.  This engine parses every frame of a received chunk in one loop,
+unmasks with the C loop of :mod:`.masking`, copies nothing but the unmasked
+payload, and reads a frame's payload as it arrives, so a large frame is never
+buffered whole.  It checks what wsproto checks (RFC 6455 sections 5 and 7):
+RSV bits, opcodes, masking, minimal length encoding, control frame rules,
+continuation order, UTF-8 of text and close reasons, close codes; plus the
+size limits before any payload is kept.  Connections that negotiated
+permessage-deflate keep the wsproto engine (:mod:`.protocol`), where zlib's
+cost dominates anyway.
+"""
+
+from __future__ import annotations
+
+import codecs
+from collections.abc import Iterator
+
+from .close import is_sendable_code
+from .events import Close, Data, Event, Ping, Pong, ProtocolFailure
+from .frames import OPCODE_BINARY, OPCODE_CONTINUATION, OPCODE_TEXT, frame_header
+from .limits import MessageLimits
+from .masking import apply_mask
+
+_OPEN, _LOCAL_CLOSING, _REMOTE_CLOSING, _CLOSED = range(4)
+_CLOSE, _PING, _PONG = 0x8, 0x9, 0xA
+_Utf8Decoder = codecs.getincrementaldecoder("utf-8")
+
+
+class _Failure(Exception):
+    def __init__(self, code: int, reason: str) -> None:
+        super().__init__(reason)
+        self.code = code
+        self.reason = reason
+
+
+class FastProtocol:
+    """Server side of one connection without extensions: bytes in, events out; messages in, bytes out."""
+
+    def __init__(self, limits: MessageLimits, frame_split_threshold: int) -> None:
+        self.message_size_limit = limits.message_size_limit
+        self.frame_size_limit = limits.frame_size_limit
+        self.text_only = limits.text_only
+        self.frame_split_threshold = frame_split_threshold
+        self._state = _OPEN
+        self._failed = False
+        self._pending = b""  # an incomplete frame header, or control frame
+        # The data frame whose payload is arriving:
+        self._remaining = 0
+        self._mask = b""
+        self._fin = False
+        # The message those frames belong to:
+        self._opcode = 0
+        self._size = 0
+        self._decoder: codecs.IncrementalDecoder | None = None
+        self._outbound_opcode = 0
+
+    @property
+    def is_open(self) -> bool:
+        return self._state == _OPEN
+
+    @property
+    def is_closed(self) -> bool:
+        return self._state == _CLOSED
+
+    @property
+    def close_received(self) -> bool:
+        return self._state in (_REMOTE_CLOSING, _CLOSED)
+
+    # ------------------------------------------------------------- receiving
+
+    def receive(self, data: bytes) -> list[Event]:
+        """Parse everything ``data`` completes; keep what it leaves incomplete."""
+        if self._failed or self._state >= _REMOTE_CLOSING:
+            return []  # after a close frame or an error nothing more is parsed
+        if self._pending:
+            data = self._pending + data
+            self._pending = b""
+        events: list[Event] = []
+        try:
+            self._parse(data, events)
+        except _Failure as failure:
+            self._failed = True
+            events.append(ProtocolFailure(failure.code, failure.reason))
+        return events
+
+    def _parse(self, data: bytes, events: list[Event]) -> None:
+        view = memoryview(data)
+        pos = 0
+        end = len(data)
+        while pos < end:
+            if self._remaining:  # payload of the current data frame, as much as is here
+                take = min(self._remaining, end - pos)
+                mask = self._mask
+                chunk = apply_mask(view[pos : pos + take], mask)
+                pos += take
+                self._remaining -= take
+                if self._remaining and take & 3:
+                    self._mask = mask[take & 3 :] + mask[: take & 3]
+                self._deliver(chunk, not self._remaining, events)
+                continue
+            if end - pos < 2:
+                break
+            first, second = data[pos], data[pos + 1]
+            if first & 0x70:
+                raise _Failure(1002, "Reserved bits set without a negotiated extension")
+            if not second & 0x80:
+                raise _Failure(1002, "Client frames must be masked")
+            opcode = first & 0x0F
+            length = second & 0x7F
+            header = 6
+            if length == 126:
+                if end - pos < 4:
+                    break
+                length = int.from_bytes(view[pos + 2 : pos + 4], "big")
+                header = 8
+                if length < 126:
+                    raise _Failure(1002, "Payload length not minimally encoded")
+            elif length == 127:
+                if end - pos < 10:
+                    break
+                length = int.from_bytes(view[pos + 2 : pos + 10], "big")
+                header = 14
+                if length >> 63:
+                    raise _Failure(1002, "Payload length with the most significant bit set")
+                if length < 65536:
+                    raise _Failure(1002, "Payload length not minimally encoded")
+            if opcode >= _CLOSE:
+                if end - pos < header + length and length <= 125:
+                    break
+                consumed = self._control_frame(opcode, first & 0x80, length, view[pos : pos + header + length], events)
+                pos += consumed
+                if opcode == _CLOSE:
+                    return
+                continue
+            if end - pos < header:
+                break
+            self._start_data_frame(opcode, bool(first & 0x80), length)
+            self._mask = bytes(view[pos + header - 4 : pos + header])
+            pos += header
+            if not length:
+                self._deliver(b"", True, events)
+        if pos < end:
+            self._pending = bytes(view[pos:])
+
+    def _control_frame(self, opcode: int, fin: int, length: int, frame: memoryview, events: list[Event]) -> int:
+        if opcode > _PONG:
+            raise _Failure(1002, f"Reserved opcode {opcode:#x}")
+        if not fin:
+            raise _Failure(1002, "Fragmented control frame")
+        if length > 125:
+            raise _Failure(1002, "Control frame payload over 125 bytes")
+        header = len(frame) - length
+        payload = apply_mask(frame[header:], bytes(frame[header - 4 : header]))
+        if opcode == _PING:
+            events.append(Ping(payload))
+        elif opcode == _PONG:
+            events.append(Pong(payload))
+        else:
+            events.append(self._close_frame(payload))
+        return len(frame)
+
+    def _close_frame(self, payload: bytes) -> Close:
+        if not payload:
+            close = Close(1005, "")
+        elif len(payload) == 1:
+            raise _Failure(1002, "Close frame with a 1-byte payload")
+        else:
+            code = int.from_bytes(payload[:2], "big")
+            if not is_sendable_code(code):
+                raise _Failure(1002, f"Invalid close code {code}")
+            try:
+                close = Close(code, payload[2:].decode("utf-8"))
+            except UnicodeDecodeError as error:
+                raise _Failure(1007, "Close reason is not valid UTF-8") from error
+        self._state = _CLOSED if self._state == _LOCAL_CLOSING else _REMOTE_CLOSING
+        return close
+
+    def _start_data_frame(self, opcode: int, fin: bool, length: int) -> None:
+        if opcode == OPCODE_CONTINUATION:
+            if not self._opcode:
+                raise _Failure(1002, "Continuation frame without a message to continue")
+        elif opcode in (OPCODE_TEXT, OPCODE_BINARY):
+            if self._opcode:
+                raise _Failure(1002, "New message before the previous one finished")
+            if opcode == OPCODE_BINARY and self.text_only:
+                raise _Failure(1003, "Binary messages are not accepted")
+            self._opcode = opcode
+            self._size = 0
+        else:
+            raise _Failure(1002, f"Reserved opcode {opcode:#x}")
+        if length > self.frame_size_limit:
+            raise _Failure(1009, f"Frame of {length} bytes exceeds the limit of {self.frame_size_limit}")
+        self._size += length
+        if self._size > self.message_size_limit:
+            raise _Failure(1009, f"Message of {self._size}+ bytes exceeds the limit of {self.message_size_limit}")
+        self._remaining = length
+        self._fin = fin
+
+    def _deliver(self, chunk: bytes, frame_finished: bool, events: list[Event]) -> None:
+        message_finished = frame_finished and self._fin
+        if self._opcode == OPCODE_BINARY:
+            events.append(Data(chunk, True, frame_finished, message_finished))
+        else:
+            try:
+                if message_finished and self._decoder is None:
+                    text = chunk.decode("utf-8")  # the whole message in one piece: the common case
+                else:
+                    if self._decoder is None:
+                        self._decoder = _Utf8Decoder()
+                    text = self._decoder.decode(chunk, message_finished)
+            except UnicodeDecodeError as error:
+                raise _Failure(1007, "Text message is not valid UTF-8") from error
+            events.append(Data(text, False, frame_finished, message_finished))
+        if message_finished:
+            self._opcode = 0
+            self._decoder = None
+
+    # --------------------------------------------------------------- sending
+
+    def message_frames(self, data: str | bytes) -> Iterator[bytes]:
+        """One whole message, as frames of at most the split threshold (one bytes object per frame)."""
+        self._check_sendable()
+        payload = data.encode("utf-8") if isinstance(data, str) else data
+        opcode = OPCODE_TEXT if isinstance(data, str) else OPCODE_BINARY
+        split = self.frame_split_threshold
+        if len(payload) <= split:
+            yield frame_header(opcode, len(payload)) + payload
+            return
+        view = memoryview(payload)
+        for start in range(0, len(payload), split):
+            piece = view[start : start + split]
+            yield (
+                frame_header(opcode if start == 0 else OPCODE_CONTINUATION, len(piece), start + split >= len(payload))
+                + piece
+            )
+
+    def frame(self, data: str | bytes, fin: bool) -> bytes:
+        """One frame of a message being streamed."""
+        self._check_sendable()
+        payload = data.encode("utf-8") if isinstance(data, str) else data
+        if self._outbound_opcode:
+            opcode = OPCODE_CONTINUATION
+        else:
+            opcode = self._outbound_opcode = OPCODE_TEXT if isinstance(data, str) else OPCODE_BINARY
+        if fin:
+            self._outbound_opcode = 0
+        return frame_header(opcode, len(payload), fin) + payload
+
+    def ping(self, payload: bytes = b"") -> bytes:
+        self._check_sendable()
+        return frame_header(_PING, len(payload)) + payload
+
+    def pong(self, payload: bytes) -> bytes:
+        self._check_sendable()
+        return frame_header(_PONG, len(payload)) + payload
+
+    def close(self, code: int | None, reason: str = "") -> bytes:
+        """Our close frame (the answer, if the peer closed first); ``None`` sends none."""
+        if self._state == _OPEN:
+            self._state = _LOCAL_CLOSING
+        elif self._state == _REMOTE_CLOSING:
+            self._state = _CLOSED
+        else:
+            raise RuntimeError("A close frame was sent already")
+        if code is None or code == 1005:
+            return frame_header(_CLOSE, 0)
+        payload = code.to_bytes(2, "big") + _truncate_utf8(reason, 123)
+        return frame_header(_CLOSE, len(payload)) + payload
+
+    def _check_sendable(self) -> None:
+        if self._state != _OPEN:
+            raise RuntimeError("The connection is closing")
+
+
+def _truncate_utf8(text: str, limit: int) -> bytes:
+    encoded = text.encode("utf-8")
+    if len(encoded) <= limit:
+        return encoded
+    return encoded[:limit].decode("utf-8", errors="ignore").encode("utf-8")

@@ -1,0 +1,145 @@
+"""The lean engine against wsproto's: the same bytes must give the same messages, pings, closes and failures."""
+
+import os
+import struct
+
+import pytest
+from conftest import masked_frame
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+import geventws.framing
+from geventws.events import Close, Data, Ping, Pong, ProtocolFailure
+from geventws.framing import FastProtocol
+from geventws.limits import MessageLimits
+from geventws.masking import HAS_SPEEDUPS, _apply_mask_python, apply_mask
+from geventws.protocol import WsprotoProtocol
+
+
+@pytest.fixture(params=["speedups", "pure-python"])
+def masking(request, monkeypatch):
+    """Run the engine with the C unmasking and with its pure Python fallback."""
+    if request.param == "speedups" and not HAS_SPEEDUPS:
+        pytest.skip("C speedups not built")
+    if request.param == "pure-python":
+        monkeypatch.setattr(geventws.framing, "apply_mask", _apply_mask_python)
+    return request.param
+
+
+def summarize(protocol, chunks):
+    """Whole messages, control events and the failure code, whatever the chunking of the input."""
+    summary, parts = [], []
+    for chunk in chunks:
+        for event in protocol.receive(chunk):
+            if isinstance(event, Data):
+                parts.append(event.payload)
+                if event.message_finished:
+                    joined = "".join(parts) if not event.is_binary else b"".join(parts)
+                    summary.append(("message", event.is_binary, joined))
+                    parts = []
+            elif isinstance(event, (Ping, Pong)):
+                summary.append((type(event).__name__, bytes(event.payload)))
+            elif isinstance(event, Close):
+                summary.append(("close", event.code, event.reason))
+                return summary
+            elif isinstance(event, ProtocolFailure):
+                summary.append(("failure", event.code))
+                return summary
+    return summary
+
+
+def engines(limit=4096):
+    return FastProtocol(MessageLimits(limit, limit), 1024), WsprotoProtocol(MessageLimits(limit, limit))
+
+
+def split(data, cuts):
+    points = sorted({cut % (len(data) + 1) for cut in cuts})
+    pieces, last = [], 0
+    for point in points:
+        pieces.append(data[last:point])
+        last = point
+    pieces.append(data[last:])
+    return [piece for piece in pieces if piece]
+
+
+frame = st.builds(
+    masked_frame,
+    opcode=st.sampled_from([0x0, 0x1, 0x2, 0x3, 0x8, 0x9, 0xA, 0xB]),
+    payload=st.one_of(
+        st.binary(max_size=200),
+        st.text(max_size=60).map(str.encode),
+        st.sampled_from([struct.pack("!H", 1000) + b"bye", struct.pack("!H", 999), b"\x03", b"\xff\xfe"]),
+    ),
+    fin=st.booleans(),
+    rsv=st.sampled_from([0, 0, 0, 0x40]),
+)
+
+
+@settings(max_examples=400, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(frames=st.lists(frame, max_size=8), cuts=st.lists(st.integers(0, 10_000), max_size=6))
+def test_both_engines_agree_on_frame_sequences(masking, frames, cuts):
+    data = b"".join(frames)
+    fast, reference = engines()
+    assert summarize(fast, split(data, cuts)) == summarize(reference, [data])
+
+
+@settings(max_examples=400, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(data=st.binary(max_size=600), cuts=st.lists(st.integers(0, 10_000), max_size=4))
+def test_both_engines_agree_on_arbitrary_bytes(masking, data, cuts):
+    fast, reference = engines()
+    ours, theirs = summarize(fast, split(data, cuts)), summarize(reference, [data])
+    if ours != theirs:
+        # On input that stops mid-frame one engine may fail before the other
+        # has read enough to: everything before must agree, and so must the code.
+        shorter, longer = sorted((ours, theirs), key=len)
+        assert longer[:-1] == shorter and longer[-1][0] == "failure", (ours, theirs)
+
+
+def test_large_frame_is_delivered_as_it_arrives_without_buffering_it_whole(masking):
+    protocol = FastProtocol(MessageLimits(10 * 2**20, 10 * 2**20), 32768)
+    payload = os.urandom(3 * 2**20)
+    wire = masked_frame(0x2, payload)
+    received, sizes = [], []
+    for start in range(0, len(wire), 65536):
+        for event in protocol.receive(wire[start : start + 65536]):
+            received.append(event.payload)
+            sizes.append(len(event.payload))
+    assert b"".join(received) == payload
+    assert max(sizes) <= 65536
+    assert len(protocol._pending) == 0
+
+
+def test_header_over_the_limit_fails_before_any_payload(masking):
+    protocol = FastProtocol(MessageLimits(1000, 1000), 1024)
+    events = protocol.receive(struct.pack("!BBQ", 0x82, 0xFF, 2**62) + b"mask")
+    assert events == [ProtocolFailure(1009, "Frame of 4611686018427387904 bytes exceeds the limit of 1000")]
+
+
+def test_outgoing_frames_parse_back(masking):
+    protocol = FastProtocol(MessageLimits(2**20, 2**20), 1000)
+    wire = b"".join(protocol.message_frames("é" * 1500))
+    # Server frames are unmasked: mask them with a zero key so a server-side parser accepts them.
+    frames, pos = [], 0
+    while pos < len(wire):
+        length = wire[pos + 1] & 0x7F
+        start = pos + 2 + (2 if length == 126 else 0)
+        if length == 126:
+            length = struct.unpack("!H", wire[pos + 2 : pos + 4])[0]
+        frames.append(
+            bytes([wire[pos], 0x80 | wire[pos + 1]])
+            + wire[pos + 2 : start]
+            + b"\0\0\0\0"
+            + wire[start : start + length]
+        )
+        pos = start + length
+    assert len(frames) == 3
+    echo = FastProtocol(MessageLimits(2**20, 2**20), 1000)
+    assert summarize(echo, frames) == [("message", False, "é" * 1500)]
+
+
+@settings(max_examples=200, deadline=None)
+@given(data=st.binary(max_size=300), mask=st.binary(min_size=4, max_size=4))
+def test_pure_python_unmasking_matches_the_c_loop(data, mask):
+    expected = bytes(byte ^ mask[index % 4] for index, byte in enumerate(data))
+    assert _apply_mask_python(data, mask) == expected
+    assert apply_mask(data, mask) == expected
