@@ -44,6 +44,9 @@ logger = logging.getLogger("geventws.client")
 DEFAULT_CLOSE_PERIOD = 3.0
 #: 1 MiB of received, unread message data per connection before the reader pauses.
 DEFAULT_RECEIVE_WINDOW = 1024 * 1024
+#: What a queued message counts against the receive window besides its data, so
+#: a flood of empty messages is bounded too.
+MESSAGE_COST = 64
 #: Read in large chunks: one recv may carry many frames.
 READ_SIZE = 64 * 1024
 
@@ -73,12 +76,49 @@ CloseCallback = Callable[["WebsocketClient", WebsocketCloseInfo], Any]
 class WebsocketClient:
     """The server's side of one WebSocket connection."""
 
+    # Slots: tens of thousands of idle connections each save a dict.
+    __slots__ = (
+        "id",
+        "subprotocol",
+        "is_compression_enabled",
+        "remote_address",
+        "local_address",
+        "tls_info",
+        "stats",
+        "latency",
+        "missed_heartbeats",
+        "_socket",
+        "_leftover",
+        "_protocol",
+        "_close_period",
+        "_receive_window",
+        "_heartbeat",
+        "_rate_limit",
+        "_write_lock",
+        "_message_lock",
+        "_incoming",
+        "_incoming_ready",
+        "_current",
+        "_unread",
+        "_room",
+        "_discarding",
+        "_failed",
+        "_close_info",
+        "_close_timer",
+        "_closed",
+        "_close_callbacks",
+        "_pings",
+        "_ping_counter",
+        "_reader",
+        "__weakref__",
+    )
+
     def __init__(
         self,
         sock: stdlib_socket.socket,
         protocol: ProtocolEngine,
         *,
-        reader: Any = None,
+        leftover: bytes = b"",
         subprotocol: str | None = None,
         compression_enabled: bool = False,
         close_period: float = DEFAULT_CLOSE_PERIOD,
@@ -93,8 +133,7 @@ class WebsocketClient:
         self.local_address = _address(sock.getsockname)
         self.tls_info = _tls_info(sock)
         self._socket = sock
-        # A buffered reader over the socket holding whatever arrived right after the handshake.
-        self._read = reader.read1 if reader is not None else sock.recv
+        self._leftover = leftover  # what arrived with the handshake
         self._protocol = protocol
         self._close_period = close_period
         self._receive_window = receive_window
@@ -116,8 +155,8 @@ class WebsocketClient:
         self._close_timer: gevent.Greenlet | None = None
         self._closed = Event()
         self._close_callbacks: list[CloseCallback] = []
-        self._pings: deque[tuple[bytes, float]] = deque(maxlen=32)
-        self._ping_counter = itertools.count(1)
+        self._pings: list[tuple[bytes, float]] = []  # sent, not yet answered (the last 32)
+        self._ping_counter = 0
         self.latency: float | None = None
         #: Heartbeat pings sent since data last arrived.
         self.missed_heartbeats = 0
@@ -174,6 +213,7 @@ class WebsocketClient:
             self._incoming_ready.clear()
             if not self._incoming_ready.wait(timeout):
                 raise TimeoutError("No message within the timeout")
+        self._consumed(MESSAGE_COST)
         return self._incoming.popleft()
 
     def __iter__(self) -> Iterator[WebsocketMessage]:
@@ -202,9 +242,12 @@ class WebsocketClient:
 
     def ping(self) -> None:
         """Send a ping; its pong updates :attr:`latency`."""
-        payload = struct.pack("!Q", next(self._ping_counter))
+        self._ping_counter += 1
+        payload = struct.pack("!Q", self._ping_counter)
         with self._write_lock:
             self._check_open()
+            if len(self._pings) >= 32:
+                del self._pings[0]
             self._pings.append((payload, time.monotonic()))
             self._sendall(self._protocol.ping(payload))
             self.stats.pings_sent += 1
@@ -351,8 +394,13 @@ class WebsocketClient:
     # ---------------------------------------------------------------- reader
 
     def _read_loop(self) -> None:
-        read = self._read
+        # sock.recv, not a buffered reader: a parked recv holds no buffer, so an
+        # idle connection costs no read buffer at all.
+        read = self._socket.recv
         try:
+            if self._leftover:
+                data, self._leftover = self._leftover, b""
+                self._on_data(data)
             while not self._protocol.is_closed:
                 if self._unread >= self._receive_window and not self._discarding:
                     self._room.clear()
@@ -362,7 +410,7 @@ class WebsocketClient:
                 if not data:
                     break
                 self._on_data(data)
-        except (OSError, ValueError) as error:  # ValueError: the buffered reader was closed
+        except OSError as error:
             logger.debug("%r: read failed: %s", self, error)
         except Exception:
             logger.exception("%r: reader failed", self)
@@ -400,6 +448,7 @@ class WebsocketClient:
         message = self._current
         if message is None:
             message = self._current = WebsocketMessage(event.is_binary, self._consumed)
+            self._unread += MESSAGE_COST
             self._incoming.append(message)
             self._incoming_ready.set()
         data = event.payload
@@ -431,8 +480,7 @@ class WebsocketClient:
         for index, (sent, at) in enumerate(self._pings):
             if sent == payload:
                 self.latency = time.monotonic() - at
-                for _ in range(index + 1):  # earlier pings are answered by this one too
-                    self._pings.popleft()
+                del self._pings[: index + 1]  # earlier pings are answered by this one too
                 break
 
     def _on_close_frame(self, event: Close) -> None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import enum
 import socket
 from collections.abc import Sequence
-from typing import Any, Literal
+from typing import Literal
 from typing import Protocol as TypingProtocol
 
 from werkzeug.wrappers import Request, Response
@@ -29,7 +29,12 @@ DEFAULT: Literal[_Default.TOKEN] = _Default.TOKEN
 
 class WebsocketClientFactory(TypingProtocol):
     def create_client(
-        self, request: Request, response: Response, sock: socket.socket, reader: Any, extensions: Sequence[Extension]
+        self,
+        request: Request,
+        response: Response,
+        sock: socket.socket,
+        leftover: bytes,
+        extensions: Sequence[Extension],
     ) -> WebsocketClient: ...
 
 
@@ -70,7 +75,12 @@ class Rfc6455ClientFactory:
         self.receive_window = receive_window
 
     def create_client(
-        self, request: Request, response: Response, sock: socket.socket, reader: Any, extensions: Sequence[Extension]
+        self,
+        request: Request,
+        response: Response,
+        sock: socket.socket,
+        leftover: bytes,
+        extensions: Sequence[Extension],
     ) -> WebsocketClient:
         limits = MessageLimits(self.message_size_limit, self.frame_size_limit, self.text_only)
         protocol: ProtocolEngine
@@ -81,7 +91,7 @@ class Rfc6455ClientFactory:
         return WebsocketClient(
             sock,
             protocol,
-            reader=reader,
+            leftover=leftover,
             subprotocol=response.headers.get("Sec-WebSocket-Protocol"),
             compression_enabled=bool(extensions),
             close_period=self.close_period,

@@ -9,6 +9,7 @@ connection and closes it when the endpoint returns.
 
 from __future__ import annotations
 
+import io
 import socket
 from typing import Any, BinaryIO
 
@@ -27,12 +28,34 @@ class Transport:
         self.taken = False
         self._on_take_over = on_take_over
 
-    def take_over(self) -> tuple[socket.socket, BinaryIO]:
-        """Claim the connection; the reader may already hold bytes sent after the handshake."""
+    def take_over(self) -> tuple[socket.socket, bytes]:
+        """Claim the connection: the socket, and what the client sent after the handshake that was read already.
+
+        The HTTP server's buffered reader is emptied and let go: held by an idle
+        WebSocket connection it would cost its buffer for nothing.
+        """
         self.taken = True
+        leftover = _drain(self.reader, self.socket)
+        self.reader = _CLOSED_READER
         if self._on_take_over is not None:
             self._on_take_over()
-        return self.socket, self.reader
+        return self.socket, leftover
+
+
+def _drain(reader: Any, sock: socket.socket) -> bytes:
+    """The reader's buffered bytes, without blocking if there are none."""
+    timeout = sock.gettimeout()
+    sock.settimeout(0.0)
+    try:
+        return reader.read1(65536) or b""
+    except BlockingIOError:
+        return b""
+    finally:
+        sock.settimeout(timeout)
+
+
+_CLOSED_READER: BinaryIO = io.BytesIO()
+_CLOSED_READER.close()
 
 
 class HeaderTooLargeError(ValueError):
@@ -120,6 +143,10 @@ class WebsocketWSGIHandler(WSGIHandler):  # type: ignore[misc]
     def _taken_over(self) -> None:
         # Keep-alive ends here: the bytes that follow are WebSocket frames.
         self.close_connection = True
+        # Let the buffered reader go (see Transport.take_over); a closed one ends pywsgi's request loop.
+        self.rfile = _CLOSED_READER
+        self.wsgi_input.rfile = _CLOSED_READER
+        self.environ["wsgi.input"] = io.BytesIO()
 
     def run_application(self) -> None:
         super().run_application()

@@ -87,14 +87,14 @@ class Websocket:
 
     def _upgrade(self, transport: Any, request: Request, response: Response) -> None:
         extensions = self._negotiate_compression(request, response)
-        sock, reader = transport.take_over()
+        sock, leftover = transport.take_over()
         _disable_nagle(sock)
         try:
             sock.sendall(_serialize_101(response))
         except OSError as error:
             self.logger.debug("Peer left during the handshake: %s", error)
             return
-        client = self._client_factory.create_client(request, response, sock, reader, extensions)
+        client = self._client_factory.create_client(request, response, sock, leftover, extensions)
         self._clients.add(client)
         try:
             client.start()

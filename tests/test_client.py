@@ -403,3 +403,27 @@ def test_bad_status_for_websocket_client_library(serve):
     running = serve(endpoint(lambda c, rq, rs: None))
     with pytest.raises(websocket.WebSocketBadStatusException):
         websocket.create_connection(running.url, header={"Sec-WebSocket-Version": "7"}, timeout=5)
+
+
+def test_a_flood_of_empty_messages_is_bounded_by_the_receive_window(serve):
+    window = 64 * 1024
+    handler, seen, done = capture_client()
+    running = serve(endpoint(handler, receive_window=window))
+    client = running.connect()
+    server_side = seen.get(5)
+    empty = ABNF.create_frame(b"", ABNF.OPCODE_BINARY).format()
+
+    def flood():
+        for _ in range(200_000):
+            client.sock.sendall(empty * 100)
+
+    flooder = gevent.spawn(flood)
+    gevent.sleep(1.5)
+    assert not flooder.dead, "the sender should be blocked by TCP backpressure"
+    # The window is checked before each read; one read may add a read's worth of 6-byte frames.
+    queued = len(server_side._incoming)
+    assert queued <= window // geventws.client.MESSAGE_COST + geventws.client.READ_SIZE // 6 + 1
+    gevent.sleep(0.5)
+    assert len(server_side._incoming) == queued, "nothing more is read while nothing is consumed"
+    flooder.kill()
+    done.set()
