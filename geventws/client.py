@@ -287,9 +287,59 @@ class WebsocketClient:
         with self._message_lock, self._write_lock:
             self._check_open()
             self._sendall(message.wire)
-            self.stats.frames_sent += message.frame_count
-            self.stats.messages_sent += 1
-            self.stats.last_data_send = self.stats.last_send
+            self._count_encoded(message)
+
+    def begin_encoded(self, message: EncodedMessage) -> int:
+        """Write as much of ``message`` as the socket takes right now, without blocking.
+
+        For broadcasts: most sockets take a message at once, and then no
+        greenlet is needed.  Returns the number of bytes written, or -1 when it
+        cannot start now (another send is in progress, the connection uses
+        compression or TLS).  When only part was written, the message and write
+        locks stay held so nothing can slip into the middle of the frame, and
+        the caller must call :meth:`finish_encoded` with that offset.
+        """
+        raw = getattr(self._socket, "_sock", None)
+        if raw is None or self.is_compression_enabled or self._write_lock.locked() or self._message_lock.locked():
+            return -1
+        self._check_open()
+        wire = message.wire
+        try:
+            written: int = raw.send(wire)
+        except BlockingIOError:
+            written = 0
+        except OSError as error:
+            self.abort()
+            raise WebsocketClosedException(CloseCode.ABNORMAL_CLOSE, "Connection lost", str(error)) from error
+        if written:
+            self.stats.bytes_sent += written
+            self.stats.last_send = time.time()
+        if written == len(wire):
+            self._count_encoded(message)
+        elif written:
+            self._message_lock.acquire()
+            self._write_lock.acquire()
+        return written
+
+    def finish_encoded(self, message: EncodedMessage, offset: int) -> None:
+        """Write the rest of a message :meth:`begin_encoded` started, then release the locks."""
+        try:
+            self._sendall(memoryview(message.wire)[offset:])
+            self._count_encoded(message)
+        finally:
+            self._write_lock.release()
+            self._message_lock.release()
+
+    def abandon_encoded(self) -> None:
+        """Give up a message :meth:`begin_encoded` started: part of a frame went out, so the connection is dropped."""
+        self.abort()
+        self._write_lock.release()
+        self._message_lock.release()
+
+    def _count_encoded(self, message: EncodedMessage) -> None:
+        self.stats.frames_sent += message.frame_count
+        self.stats.messages_sent += 1
+        self.stats.last_data_send = self.stats.last_send
 
     def _send_message(self, data: str | bytes) -> None:
         with self._message_lock:
@@ -338,7 +388,7 @@ class WebsocketClient:
         if info is not None:
             raise WebsocketClosedException(info.code, info.reason)
 
-    def _sendall(self, data: bytes) -> None:
+    def _sendall(self, data: bytes | memoryview) -> None:
         """Write one serialized frame; the caller holds the write lock."""
         try:
             self._socket.sendall(data)

@@ -106,7 +106,8 @@ class _Outbox:
 
     def __init__(self, client: WebsocketClient) -> None:
         self.client = client
-        self.items: deque[tuple[EncodedMessage, int, SendResult]] = deque()
+        # (message, size, result, offset): offset > 0 for a message begun without blocking
+        self.items: deque[tuple[EncodedMessage, int, SendResult, int]] = deque()
         self.size = 0
         self.draining = False
         self.closed = False
@@ -183,13 +184,34 @@ class WebsocketClientGateway:
         message = EncodedMessage.encode(data, self._split)  # once for every recipient
         size = len(message.wire)
         for outbox in outboxes:
-            if self._make_room(outbox, size, result):
-                outbox.items.append((message, size, result))
-                outbox.size += size
-                if not outbox.draining:
-                    outbox.draining = True
-                    self._pool.spawn(self._drain, outbox)
+            offset = 0
+            if not outbox.draining and not outbox.closed:
+                # Idle client: write in this greenlet, no pool greenlet unless the socket is full.
+                offset = self._begin(outbox, message, result)
+                if offset < 0:
+                    continue  # written whole, or failed (both reported)
+            elif not self._make_room(outbox, size, result):
+                continue
+            outbox.items.append((message, size - offset, result, offset))
+            outbox.size += size - offset
+            if not outbox.draining:
+                outbox.draining = True
+                self._pool.spawn(self._drain, outbox)
         return result
+
+    def _begin(self, outbox: _Outbox, message: EncodedMessage, result: SendResult) -> int:
+        """Try to write without blocking: the offset to finish from (0: queue it whole), or -1 when done."""
+        client = outbox.client
+        try:
+            written = client.begin_encoded(message)
+        except WebsocketClosedException as error:
+            result._fail(client.id, error)
+            self._discard(outbox, error)
+            return -1
+        if written == len(message.wire):
+            result._succeed(client.id)
+            return -1
+        return max(written, 0)
 
     def _make_room(self, outbox: _Outbox, size: int, result: SendResult) -> bool:
         """Apply the slow-consumer policy; False if this message is not queued."""
@@ -201,8 +223,8 @@ class WebsocketClientGateway:
             return True
         if self.slow_consumer_policy is SlowConsumerPolicy.DROP_OLDEST:
             dropped = 0
-            while outbox.items and not self._fits(outbox, size):
-                _, old_size, old_result = outbox.items.popleft()
+            while outbox.items and not outbox.items[0][3] and not self._fits(outbox, size):
+                _, old_size, old_result, _ = outbox.items.popleft()
                 outbox.size -= old_size
                 old_result._fail(client_id, SlowConsumerError("Dropped: the client is too slow"))
                 dropped += 1
@@ -229,10 +251,13 @@ class WebsocketClientGateway:
         items = outbox.items
         try:
             while items:
-                message, size, result = items.popleft()
+                message, size, result, offset = items.popleft()
                 outbox.size -= size
                 try:
-                    client.send_encoded(message)
+                    if offset:
+                        client.finish_encoded(message, offset)
+                    else:
+                        client.send_encoded(message)
                 except WebsocketClosedException as error:
                     result._fail(client.id, error)
                     self._discard(outbox, error)
@@ -250,7 +275,9 @@ class WebsocketClientGateway:
         outbox.closed = True
         self._outboxes.pop(outbox.client.id, None)
         while outbox.items:
-            _, _, result = outbox.items.popleft()
+            message, _, result, offset = outbox.items.popleft()
+            if offset:
+                outbox.client.abandon_encoded()
             result._fail(outbox.client.id, error)
         outbox.size = 0
 

@@ -218,3 +218,21 @@ def test_result_wait_times_out_while_a_write_is_blocked(serve):
     stalled.close()
     result.wait(5)
     assert joined[0].id in result.errors
+
+
+def test_a_broadcast_begun_without_blocking_is_finished_before_any_other_send(serve):
+    """A large broadcast fills the socket: the rest goes out before a handler's own send."""
+    gateway = WebsocketClientGateway(max_pending_bytes=8 * 1024 * 1024)
+    joined = []
+    running = serve(gateway_app(gateway, joined))
+    ((client_id, client),) = join(running, 1)
+    server_side = joined[0]
+    big = os.urandom(4 * 1024 * 1024)
+    result = gateway.broadcast_binary(big)
+    assert not result.done, "4 MiB do not fit in the socket buffers at once"
+    sender = gevent.spawn(server_side.send_text, "after the broadcast")
+    assert client.recv() == big
+    assert client.recv() == "after the broadcast"
+    result.wait(5)
+    assert result.successes == [client_id]
+    sender.join(5)
