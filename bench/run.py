@@ -22,10 +22,12 @@ import asyncio
 import contextlib
 import ctypes
 import fnmatch
+import hashlib
 import json
 import os
 import resource
 import select
+import shutil
 import signal
 import socket
 import statistics
@@ -311,6 +313,36 @@ class Profiler:
 # ----------------------------------------------------------------------- run
 
 
+def _git(*args: str) -> str:
+    try:
+        result = subprocess.run(["git", *args], cwd=BENCH.parent, capture_output=True, text=True, timeout=30)
+    except OSError:
+        return ""
+    return result.stdout.strip() if result.returncode == 0 else ""
+
+
+def snapshot_geventws(into: Path) -> dict[str, Any]:
+    """Copy geventws/ and put the copy first on the servers' PYTHONPATH.
+
+    The whole run then measures one version of geventws even while the work
+    tree is being edited (the servers start afresh for every cell).
+    """
+    source = BENCH.parent / "geventws"
+    target = into / "geventws"
+    shutil.copytree(source, target, ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
+    digest = hashlib.sha256()
+    for path in sorted(target.rglob("*.py")):
+        digest.update(path.relative_to(target).as_posix().encode())
+        digest.update(path.read_bytes())
+    os.environ["PYTHONPATH"] = os.pathsep.join(filter(None, [str(into), os.environ.get("PYTHONPATH", "")]))
+    return {
+        "snapshot": str(into),
+        "sha256": digest.hexdigest()[:16],
+        "commit": _git("rev-parse", "--short", "HEAD"),
+        "local_changes": bool(_git("status", "--porcelain", "--", "geventws")),
+    }
+
+
 def probe_geventws_deflate() -> bool:
     code = "import geventws; print(hasattr(geventws, 'Rfc7692CompressionFactory'))"
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
@@ -588,6 +620,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         action="store_true",
         help="py-spy record the server in echo/stream/deflate cells to results/profile-*.txt",
     )
+    parser.add_argument(
+        "--live-geventws",
+        action="store_true",
+        help="import geventws from the work tree in every cell instead of a snapshot taken at the start",
+    )
     parser.add_argument("--no-baseline", action="store_true", help="do not add websockets-asyncio automatically")
     parser.add_argument("--list", action="store_true", help="print the cells and servers and exit")
     parser.add_argument("--out", default=str(RESULTS), help="folder for <timestamp>.json and .md")
@@ -650,47 +687,50 @@ def main(argv: list[str] | None = None) -> int:
             pin(CLIENT_CORE)
         else:
             opts.no_pin = True
-    deflate_ok = {spec.name: spec.deflate for spec in servers}
-    if any(c.scenario == "deflate" for c in cells):
-        has_factory = probe_geventws_deflate()
-        for spec in servers:
-            if spec.script == "geventws_server.py":
-                deflate_ok[spec.name] = has_factory
-    order = schedule(cells, servers, opts.repeats, opts.idle_repeats, deflate_ok)
-    started = time.monotonic()
-    stamp = time.strftime("%Y%m%d-%H%M%S")
-    pinning = "off" if opts.no_pin else f"server core {SERVER_CORE}, client core {CLIENT_CORE}"
-    print(
-        f"geventws bench {stamp}: {len(cells)} cells × {len(servers)} servers × {opts.repeats} repeats = "
-        f"{len(order)} runs, about {estimate(order, opts) / 60:.1f} min; duration {opts.duration} s, "
-        f"warmup {opts.warmup} s; pinning {pinning}; RLIMIT_NOFILE {nofile}",
-        flush=True,
-    )
-    skipped_servers = [
-        f"deflate cells / {spec.name}: skipped: "
-        + ("geventws has no Rfc7692CompressionFactory" if spec.script == "geventws_server.py" else spec.note)
-        for spec in servers
-        if not deflate_ok[spec.name] and any(c.scenario == "deflate" for c in cells)
-    ]
     samples: dict[str, dict[str, list[dict[str, Any]]]] = {}
     interrupted = False
-    with (
-        tempfile.TemporaryDirectory(prefix="geventws-bench-") as log_dir,
-        asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner,
-    ):
-        try:
-            for index, (rep, cell, spec) in enumerate(order, 1):
-                result = run_one(runner, cell, spec, opts, Path(log_dir))
-                result["repeat"] = rep
-                samples.setdefault(cell.id, {}).setdefault(spec.name, []).append(result)
-                print(
-                    f"[{index}/{len(order)} {time.monotonic() - started:5.0f}s] {cell.id:18} {spec.name:18} "
-                    + describe(cell, result),
-                    flush=True,
-                )
-        except KeyboardInterrupt:
-            interrupted = True
-            print("interrupted: writing the partial results", flush=True)
+    with tempfile.TemporaryDirectory(prefix="geventws-bench-") as work:
+        source = {"snapshot": None}
+        if not opts.live_geventws:
+            source = snapshot_geventws(Path(work) / "snapshot")
+        log_dir = Path(work) / "logs"
+        log_dir.mkdir()
+        deflate_ok = {spec.name: spec.deflate for spec in servers}
+        if any(c.scenario == "deflate" for c in cells):
+            has_factory = probe_geventws_deflate()
+            for spec in servers:
+                if spec.script == "geventws_server.py":
+                    deflate_ok[spec.name] = has_factory
+        order = schedule(cells, servers, opts.repeats, opts.idle_repeats, deflate_ok)
+        started = time.monotonic()
+        stamp = time.strftime("%Y%m%d-%H%M%S")
+        pinning = "off" if opts.no_pin else f"server core {SERVER_CORE}, client core {CLIENT_CORE}"
+        print(
+            f"geventws bench {stamp}: {len(cells)} cells × {len(servers)} servers × {opts.repeats} repeats = "
+            f"{len(order)} runs, about {estimate(order, opts) / 60:.1f} min; duration {opts.duration} s, "
+            f"warmup {opts.warmup} s; pinning {pinning}; RLIMIT_NOFILE {nofile}; geventws {describe_source(source)}",
+            flush=True,
+        )
+        skipped_servers = [
+            f"deflate cells / {spec.name}: skipped: "
+            + ("geventws has no Rfc7692CompressionFactory" if spec.script == "geventws_server.py" else spec.note)
+            for spec in servers
+            if not deflate_ok[spec.name] and any(c.scenario == "deflate" for c in cells)
+        ]
+        with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
+            try:
+                for index, (rep, cell, spec) in enumerate(order, 1):
+                    result = run_one(runner, cell, spec, opts, log_dir)
+                    result["repeat"] = rep
+                    samples.setdefault(cell.id, {}).setdefault(spec.name, []).append(result)
+                    print(
+                        f"[{index}/{len(order)} {time.monotonic() - started:5.0f}s] {cell.id:18} {spec.name:18} "
+                        + describe(cell, result),
+                        flush=True,
+                    )
+            except KeyboardInterrupt:
+                interrupted = True
+                print("interrupted: writing the partial results", flush=True)
     elapsed = time.monotonic() - started
     rows, notes = summarize(cells, servers, samples)
     notes = skipped_servers + notes
@@ -700,7 +740,7 @@ def main(argv: list[str] | None = None) -> int:
         f"{' (interrupted)' if interrupted else ''}; {opts.repeats} repeat(s), medians; "
         f"{'quick' if opts.quick else 'full'} matrix (idle cell: {opts.idle_repeats} repeat(s)); "
         f"duration {opts.duration} s + warmup {opts.warmup} s per echo cell; load generator picows on uvloop; "
-        f"pinning {pinning}; Python {sys.version.split()[0]}."
+        f"pinning {pinning}; Python {sys.version.split()[0]}; geventws {describe_source(source)}."
     )
     report = render(rows, cpu, servers, notes, header)
     print()
@@ -712,6 +752,7 @@ def main(argv: list[str] | None = None) -> int:
         "elapsed_s": elapsed,
         "interrupted": interrupted,
         "options": {k: v for k, v in vars(opts).items()},
+        "geventws_source": source,
         "servers": [vars(spec) | {"args": list(spec.args)} for spec in servers],
         "cells": [
             {
@@ -732,6 +773,13 @@ def main(argv: list[str] | None = None) -> int:
     (out / f"{stamp}.md").write_text(report)
     print(f"wrote {out / (stamp + '.json')} and {out / (stamp + '.md')}")
     return 130 if interrupted else 0
+
+
+def describe_source(source: dict[str, Any]) -> str:
+    if not source.get("snapshot"):
+        return "from the live work tree (--live-geventws)"
+    changes = " + uncommitted changes" if source["local_changes"] else ""
+    return f"snapshot of {source['commit'] or '?'}{changes} (sha256 {source['sha256']})"
 
 
 def describe(cell: Cell, result: dict[str, Any]) -> str:

@@ -110,6 +110,7 @@ class WebsocketClient:
         "_pings",
         "_ping_counter",
         "_reader",
+        "_small_message",
         "__weakref__",
     )
 
@@ -135,6 +136,8 @@ class WebsocketClient:
         self._socket = sock
         self._leftover = leftover  # what arrived with the handshake
         self._protocol = protocol
+        # Text up to a quarter of the split threshold is one frame however it encodes.
+        self._small_message = protocol.frame_split_threshold // 4
         self._close_period = close_period
         self._receive_window = receive_window
         self._heartbeat = heartbeat
@@ -342,6 +345,15 @@ class WebsocketClient:
         self.stats.last_data_send = self.stats.last_send
 
     def _send_message(self, data: str | bytes) -> None:
+        if len(data) <= self._small_message and not self._message_lock.locked():
+            # One frame, and no streamed message in progress: the write lock is enough.
+            with self._write_lock:
+                self._check_open()
+                self._sendall(self._protocol.small_message(data))
+                self.stats.frames_sent += 1
+                self.stats.messages_sent += 1
+                self.stats.last_data_send = self.stats.last_send
+            return
         with self._message_lock:
             frames = self._protocol.message_frames(data)
             while True:
@@ -391,7 +403,18 @@ class WebsocketClient:
     def _sendall(self, data: bytes | memoryview) -> None:
         """Write one serialized frame; the caller holds the write lock."""
         try:
-            self._socket.sendall(data)
+            raw = getattr(self._socket, "_sock", None)
+            if raw is not None:
+                # gevent's sendall is a Python loop; a socket with room takes the
+                # frame in one non-blocking send, the common case.
+                try:
+                    sent = raw.send(data)
+                except BlockingIOError:
+                    sent = 0
+                if sent < len(data):
+                    self._socket.sendall(memoryview(data)[sent:])
+            else:
+                self._socket.sendall(data)
         except OSError as error:
             self.abort()
             raise WebsocketClosedException(CloseCode.ABNORMAL_CLOSE, "Connection lost", str(error)) from error
@@ -495,16 +518,24 @@ class WebsocketClient:
             self.stats.frames_received += 1
         if self._discarding:
             return
+        payload = event.payload
         message = self._current
         if message is None:
+            if event.message_finished:  # whole in one chunk: the hot path
+                message = WebsocketMessage.complete(event.is_binary, payload, self._consumed)
+                self._unread += len(payload) + MESSAGE_COST
+                self._incoming.append(message)
+                self._incoming_ready.set()
+                self.stats.messages_received += 1
+                self.stats.last_data_read = self.stats.last_read
+                return
             message = self._current = WebsocketMessage(event.is_binary, self._consumed)
             self._unread += MESSAGE_COST
             self._incoming.append(message)
             self._incoming_ready.set()
-        data = event.payload
-        if data:
-            self._unread += len(data)
-            message._feed(data)
+        if payload:
+            self._unread += len(payload)
+            message._feed(payload)
         if event.message_finished:
             message._finish()
             self._current = None

@@ -240,6 +240,14 @@ class FastProtocol:
                 + piece
             )
 
+    def small_message(self, data: str | bytes) -> bytes:
+        """A message small enough for one frame, serialized."""
+        self._check_sendable()
+        if isinstance(data, str):
+            payload = data.encode("utf-8")
+            return frame_header(OPCODE_TEXT, len(payload)) + payload
+        return frame_header(OPCODE_BINARY, len(data)) + data
+
     def frame(self, data: str | bytes, fin: bool) -> bytes:
         """One frame of a message being streamed."""
         self._check_sendable()

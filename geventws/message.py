@@ -36,9 +36,18 @@ class WebsocketMessage:
         self._chunks: deque[str | bytes] = deque()
         self._finished = False
         self._error: WebsocketClosedException | None = None
-        self._ready = Event()
+        self._ready: Event | None = None  # made only when a reader has to wait
         self._consumed = consumed
         self._value: str | bytes | None = None
+
+    @classmethod
+    def complete(cls, is_binary: bool, payload: str | bytes, consumed: Callable[[int], None]) -> WebsocketMessage:
+        """A message that arrived whole in one chunk: the common case, built in one step."""
+        message = cls(is_binary, consumed)
+        if payload:
+            message._chunks.append(payload)
+        message._finished = True
+        return message
 
     @property
     def is_text(self) -> bool:
@@ -60,6 +69,8 @@ class WebsocketMessage:
                 return None
             if self._error is not None:
                 raise self._error
+            if self._ready is None:
+                self._ready = Event()
             self._ready.clear()
             if not self._ready.wait(timeout):
                 raise TimeoutError("No message data within the timeout")
@@ -79,6 +90,13 @@ class WebsocketMessage:
         """
         if self._value is not None:
             return self._value
+        if self._finished and len(self._chunks) == 1:  # whole already: no join, no copy
+            chunk = self._chunks.popleft()
+            self._consumed(len(chunk))
+            if limit is not None and len(chunk) > limit:
+                raise MessageBufferLimitError(limit)
+            self._value = chunk
+            return chunk
         chunks = []
         length = 0
         for chunk in self:
@@ -107,13 +125,16 @@ class WebsocketMessage:
     def _feed(self, chunk: str | bytes) -> None:
         if chunk:
             self._chunks.append(chunk)
-            self._ready.set()
+            if self._ready is not None:
+                self._ready.set()
 
     def _finish(self) -> None:
         self._finished = True
-        self._ready.set()
+        if self._ready is not None:
+            self._ready.set()
 
     def _fail(self, error: WebsocketClosedException) -> None:
         if not self._finished:
             self._error = error
-            self._ready.set()
+            if self._ready is not None:
+                self._ready.set()

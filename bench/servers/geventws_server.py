@@ -92,6 +92,7 @@ def main() -> None:
     ready(
         server="geventws",
         version=geventws.__version__,
+        file=geventws.__file__,
         deflate=args.deflate,
         defaults=args.defaults,
         message_limit=getattr(client_factory, "message_size_limit", "?"),
