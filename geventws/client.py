@@ -47,8 +47,9 @@ DEFAULT_RECEIVE_WINDOW = 1024 * 1024
 #: What a queued message counts against the receive window besides its data, so
 #: a flood of empty messages is bounded too.
 MESSAGE_COST = 64
-#: Read in large chunks: one recv may carry many frames.
-READ_SIZE = 64 * 1024
+#: Read in large chunks: one recv may carry many frames, or much of a large one.
+#: The buffer exists only while recv runs (an idle connection holds none).
+READ_SIZE = 256 * 1024
 
 _ids = itertools.count(1)
 
@@ -359,11 +360,11 @@ class WebsocketClient:
             while True:
                 with self._write_lock:
                     self._check_open()
-                    frame = next(frames, None)
-                    if frame is None:
+                    write = next(frames, None)
+                    if write is None:
                         break
-                    self._sendall(frame)
-                    self.stats.frames_sent += 1
+                    self._sendall(write[0])
+                    self.stats.frames_sent += write[1]
             self.stats.messages_sent += 1
             self.stats.last_data_send = time.time()
 

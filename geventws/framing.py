@@ -30,6 +30,7 @@ from .masking import apply_mask
 _OPEN, _LOCAL_CLOSING, _REMOTE_CLOSING, _CLOSED = range(4)
 _CLOSE, _PING, _PONG = 0x8, 0x9, 0xA
 _Utf8Decoder = codecs.getincrementaldecoder("utf-8")
+_WRITE_BATCH = 256 * 1024
 
 
 class _Failure(Exception):
@@ -223,22 +224,34 @@ class FastProtocol:
 
     # --------------------------------------------------------------- sending
 
-    def message_frames(self, data: str | bytes) -> Iterator[bytes]:
-        """One whole message, as frames of at most the split threshold (one bytes object per frame)."""
+    def message_frames(self, data: str | bytes) -> Iterator[tuple[bytes, int]]:
+        """One whole message as frames of at most the split threshold, joined into writes of about 256 KiB.
+
+        Yields each write with the number of frames it holds.
+
+        One write per batch instead of per frame: fewer syscalls and lock
+        round trips, while a pong still gets through between batches.
+        """
         self._check_sendable()
         payload = data.encode("utf-8") if isinstance(data, str) else data
         opcode = OPCODE_TEXT if isinstance(data, str) else OPCODE_BINARY
         split = self.frame_split_threshold
         if len(payload) <= split:
-            yield frame_header(opcode, len(payload)) + payload
+            yield frame_header(opcode, len(payload)) + payload, 1
             return
         view = memoryview(payload)
+        batch: list[bytes | memoryview] = []
+        batched = 0
         for start in range(0, len(payload), split):
             piece = view[start : start + split]
-            yield (
-                frame_header(opcode if start == 0 else OPCODE_CONTINUATION, len(piece), start + split >= len(payload))
-                + piece
-            )
+            last = start + split >= len(payload)
+            batch.append(frame_header(opcode if start == 0 else OPCODE_CONTINUATION, len(piece), last))
+            batch.append(piece)
+            batched += len(piece)
+            if batched >= _WRITE_BATCH or last:
+                yield b"".join(batch), len(batch) // 2
+                batch = []
+                batched = 0
 
     def small_message(self, data: str | bytes) -> bytes:
         """A message small enough for one frame, serialized."""

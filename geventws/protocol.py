@@ -38,7 +38,7 @@ class ProtocolEngine(Protocol):
     @property
     def close_received(self) -> bool: ...
     def receive(self, data: bytes) -> list[Event]: ...
-    def message_frames(self, data: str | bytes) -> Iterator[bytes]: ...
+    def message_frames(self, data: str | bytes) -> Iterator[tuple[bytes, int]]: ...
     def small_message(self, data: str | bytes) -> bytes: ...
     def frame(self, data: str | bytes, fin: bool) -> bytes: ...
     def ping(self, payload: bytes = b"") -> bytes: ...
@@ -103,18 +103,18 @@ class WsprotoProtocol:
                 events.append(Close(event.code, event.reason or ""))
         return events
 
-    def message_frames(self, data: str | bytes) -> Iterator[bytes]:
-        """Serialize one whole message, split into frames of at most the split threshold."""
+    def message_frames(self, data: str | bytes) -> Iterator[tuple[bytes, int]]:
+        """Serialize one whole message, one frame per write, split at the threshold."""
         threshold = self.frame_split_threshold
         if len(data) <= threshold // 4 or (isinstance(data, bytes) and len(data) <= threshold):
-            yield self.frame(data, True)
+            yield self.frame(data, True), 1
             return
         pieces: list[str] | list[bytes] = (
             _split_text(data, threshold) if isinstance(data, str) else _split_bytes(data, threshold)
         )
         last = len(pieces) - 1
         for index in range(len(pieces)):
-            yield self.frame(pieces[index], index == last)
+            yield self.frame(pieces[index], index == last), 1
 
     def small_message(self, data: str | bytes) -> bytes:
         """A message small enough for one frame, serialized (and compressed)."""

@@ -117,7 +117,9 @@ def test_header_over_the_limit_fails_before_any_payload(masking):
 
 def test_outgoing_frames_parse_back(masking):
     protocol = FastProtocol(MessageLimits(2**20, 2**20), 1000)
-    wire = b"".join(protocol.message_frames("é" * 1500))
+    writes = list(protocol.message_frames("é" * 1500))
+    assert sum(count for _, count in writes) == 3
+    wire = b"".join(data for data, _ in writes)
     # Server frames are unmasked: mask them with a zero key so a server-side parser accepts them.
     frames, pos = [], 0
     while pos < len(wire):
