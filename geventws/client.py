@@ -52,6 +52,7 @@ MESSAGE_COST = 64
 READ_SIZE = 256 * 1024
 
 _ids = itertools.count(1)
+_READ_BUFFER = memoryview(bytearray(READ_SIZE))
 
 
 class Heartbeat(TypingProtocol):
@@ -468,9 +469,12 @@ class WebsocketClient:
     # ---------------------------------------------------------------- reader
 
     def _read_loop(self) -> None:
-        # sock.recv, not a buffered reader: a parked recv holds no buffer, so an
-        # idle connection costs no read buffer at all.
-        read = self._socket.recv
+        # Every reader receives into one shared buffer: a parked reader holds no
+        # buffer (an idle connection costs none) and nothing is allocated per
+        # read.  This is safe because the engine parses a chunk completely,
+        # copying what it keeps, before anything can switch greenlets.
+        read_into = self._socket.recv_into
+        buffer = _READ_BUFFER
         try:
             if self._leftover:
                 data, self._leftover = self._leftover, b""
@@ -480,10 +484,10 @@ class WebsocketClient:
                     self._room.clear()
                     self._room.wait()
                     continue
-                data = read(READ_SIZE)
-                if not data:
+                size = read_into(buffer)
+                if not size:
                     break
-                self._on_data(data)
+                self._on_data(buffer[:size])
         except OSError as error:
             logger.debug("%r: read failed: %s", self, error)
         except Exception:
@@ -491,7 +495,7 @@ class WebsocketClient:
         finally:
             self._finish()
 
-    def _on_data(self, data: bytes) -> None:
+    def _on_data(self, data: bytes | memoryview) -> None:
         stats = self.stats
         stats.bytes_received += len(data)
         stats.last_read = time.time()

@@ -75,8 +75,11 @@ class FastProtocol:
 
     # ------------------------------------------------------------- receiving
 
-    def receive(self, data: bytes) -> list[Event]:
-        """Parse everything ``data`` completes; keep what it leaves incomplete."""
+    def receive(self, data: bytes | memoryview) -> list[Event]:
+        """Parse everything ``data`` completes; keep (a copy of) what it leaves incomplete.
+
+        Nothing returned or kept refers to ``data``: the caller may reuse its buffer.
+        """
         if self._failed or self._state >= _REMOTE_CLOSING:
             return []  # after a close frame or an error nothing more is parsed
         if self._pending:
@@ -90,7 +93,7 @@ class FastProtocol:
             events.append(ProtocolFailure(failure.code, failure.reason))
         return events
 
-    def _parse(self, data: bytes, events: list[Event]) -> None:
+    def _parse(self, data: bytes | memoryview, events: list[Event]) -> None:
         view = memoryview(data)
         pos = 0
         end = len(data)

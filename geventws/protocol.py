@@ -37,7 +37,9 @@ class ProtocolEngine(Protocol):
     def is_closed(self) -> bool: ...
     @property
     def close_received(self) -> bool: ...
-    def receive(self, data: bytes) -> list[Event]: ...
+    def receive(self, data: bytes | memoryview) -> list[Event]:
+        """Parse ``data`` completely; keep no reference to it (its buffer is reused)."""
+        ...
     def message_frames(self, data: str | bytes) -> Iterator[tuple[bytes, int]]: ...
     def small_message(self, data: str | bytes) -> bytes: ...
     def frame(self, data: str | bytes, fin: bool) -> bytes: ...
@@ -78,10 +80,10 @@ class WsprotoProtocol:
     def close_received(self) -> bool:
         return self._connection.state in (ConnectionState.REMOTE_CLOSING, ConnectionState.CLOSED)
 
-    def receive(self, data: bytes) -> list[Event]:
+    def receive(self, data: bytes | memoryview) -> list[Event]:
         """Feed bytes from the peer and return what they complete."""
         connection = self._connection
-        connection.receive_data(data)
+        connection.receive_data(bytes(data))  # wsproto keeps what it is given
         events: list[Event] = []
         for event in connection.events():
             if isinstance(event, wsproto_events.Message):
