@@ -28,6 +28,7 @@ from typing import Any
 from typing import Protocol as TypingProtocol
 
 import gevent
+import gevent.socket
 import greenlet
 from gevent.event import Event
 from gevent.lock import Semaphore
@@ -91,6 +92,7 @@ class WebsocketClient:
         "latency",
         "missed_heartbeats",
         "_socket",
+        "_raw_socket",
         "_leftover",
         "_protocol",
         "_close_period",
@@ -137,6 +139,9 @@ class WebsocketClient:
         self.local_address = _address(sock.getsockname)
         self.tls_info = _tls_info(sock)
         self._socket = sock
+        # The OS socket under a plain gevent socket, for non-blocking writes;
+        # never under TLS, where it would carry plaintext.
+        self._raw_socket = sock._sock if type(sock) is gevent.socket.socket else None  # type: ignore[attr-defined]
         self._leftover = leftover  # what arrived with the handshake
         self._protocol = protocol
         # Text up to a quarter of the split threshold is one frame however it encodes.
@@ -310,18 +315,17 @@ class WebsocketClient:
         locks stay held so nothing can slip into the middle of the frame, and
         the caller must call :meth:`finish_encoded` with that offset.
         """
-        raw = getattr(self._socket, "_sock", None)
-        if raw is None or self.is_compression_enabled or self._write_lock.locked() or self._message_lock.locked():
+        if self.is_compression_enabled or self._write_lock.locked() or self._message_lock.locked():
             return -1
         self._check_open()
         wire = message.wire
         try:
-            written: int = raw.send(wire)
-        except BlockingIOError:
-            written = 0
+            written = self._send_nowait(wire)
         except OSError as error:
             self.abort()
             raise WebsocketClosedException(CloseCode.ABNORMAL_CLOSE, "Connection lost", str(error)) from error
+        if written < 0:
+            return -1
         if written:
             self.stats.bytes_sent += written
             self.stats.last_send = time.time()
@@ -411,23 +415,26 @@ class WebsocketClient:
     def _sendall(self, data: bytes | memoryview) -> None:
         """Write one serialized frame; the caller holds the write lock."""
         try:
-            raw = getattr(self._socket, "_sock", None)
-            if raw is not None:
-                # gevent's sendall is a Python loop; a socket with room takes the
-                # frame in one non-blocking send, the common case.
-                try:
-                    sent = raw.send(data)
-                except BlockingIOError:
-                    sent = 0
-                if sent < len(data):
-                    self._socket.sendall(memoryview(data)[sent:])
-            else:
-                self._socket.sendall(data)
+            # gevent's sendall is a Python loop; a socket with room takes the
+            # frame in one non-blocking send, the common case.
+            sent = self._send_nowait(data)
+            if sent < len(data):
+                self._socket.sendall(memoryview(data)[max(sent, 0) :])
         except OSError as error:
             self.abort()
             raise WebsocketClosedException(CloseCode.ABNORMAL_CLOSE, "Connection lost", str(error)) from error
         self.stats.bytes_sent += len(data)
         self.stats.last_send = time.time()
+
+    def _send_nowait(self, data: bytes | memoryview) -> int:
+        """One non-blocking send on the OS socket under gevent's: bytes written, or -1 without one (TLS)."""
+        raw = self._raw_socket
+        if raw is None:
+            return -1
+        try:
+            return int(raw.send(data))
+        except BlockingIOError:
+            return 0
 
     def _send_control(self, frame: bytes) -> None:
         with self._write_lock:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import io
 import socket
+import ssl
 from typing import Any, BinaryIO
 
 import gevent
@@ -48,7 +49,7 @@ def _drain(reader: Any, sock: socket.socket) -> bytes:
     sock.settimeout(0.0)
     try:
         return reader.read1(65536) or b""
-    except BlockingIOError:
+    except (BlockingIOError, ssl.SSLWantReadError):  # nothing buffered (TLS says it its own way)
         return b""
     finally:
         sock.settimeout(timeout)

@@ -377,6 +377,7 @@ def test_counters_and_timestamps(serve):
     assert server_side.timestamp(WebsocketTimestamp.LAST_DATA_READ) >= before
     assert server_side.timestamp(WebsocketTimestamp.CONNECTED) <= before
     assert server_side.timestamp(WebsocketTimestamp.CLOSED) == 0.0
+    assert server_side._raw_socket is not None, "plain TCP uses the non-blocking write path"
     done.set()
     client.close()
 
