@@ -4,14 +4,13 @@ from __future__ import annotations
 
 import enum
 import socket
-from collections.abc import Sequence
 from typing import Literal
 from typing import Protocol as TypingProtocol
 
 from werkzeug.wrappers import Request, Response
-from wsproto.extensions import Extension
 
 from .client import DEFAULT_CLOSE_PERIOD, DEFAULT_RECEIVE_WINDOW, Heartbeat, RateLimit, WebsocketClient
+from .compression import NegotiatedDeflate
 from .framing import FastProtocol
 from .heartbeat import PeriodicHeartbeat
 from .limits import DEFAULT_MESSAGE_SIZE_LIMIT, MessageLimits
@@ -34,7 +33,7 @@ class WebsocketClientFactory(TypingProtocol):
         response: Response,
         sock: socket.socket,
         leftover: bytes,
-        extensions: Sequence[Extension],
+        compression: NegotiatedDeflate | None,
     ) -> WebsocketClient: ...
 
 
@@ -45,6 +44,10 @@ class Rfc6455ClientFactory:
     3 unanswered pings (:class:`PeriodicHeartbeat`), and reading from it is
     throttled to 1 MiB/s and 100 frames/s after a one-second burst
     (:class:`ConstantRateLimit`); pass ``None`` to turn either off.
+
+    ``engine`` picks the protocol engine: ``"fast"``, the lean one of
+    :mod:`.framing`, or ``"wsproto"``, the reference it is tested against
+    (several times slower per message; there for comparison and as a fallback).
 
     ``frame_size_limit`` defaults to ``message_size_limit``: most client
     libraries send a whole message as one frame, so a smaller frame limit would
@@ -62,6 +65,7 @@ class Rfc6455ClientFactory:
         frame_split_threshold: int = DEFAULT_FRAME_SPLIT_THRESHOLD,
         close_period: float = DEFAULT_CLOSE_PERIOD,
         receive_window: int = DEFAULT_RECEIVE_WINDOW,
+        engine: Literal["fast", "wsproto"] = "fast",
     ) -> None:
         if message_size_limit <= 0 or (frame_size_limit is not None and frame_size_limit <= 0):
             raise ValueError("Size limits must be positive")
@@ -73,6 +77,9 @@ class Rfc6455ClientFactory:
         self.frame_split_threshold = frame_split_threshold
         self.close_period = close_period
         self.receive_window = receive_window
+        if engine not in ("fast", "wsproto"):
+            raise ValueError(f"engine must be 'fast' or 'wsproto', not {engine!r}")
+        self.engine = engine
 
     def create_client(
         self,
@@ -80,20 +87,22 @@ class Rfc6455ClientFactory:
         response: Response,
         sock: socket.socket,
         leftover: bytes,
-        extensions: Sequence[Extension],
+        compression: NegotiatedDeflate | None,
     ) -> WebsocketClient:
         limits = MessageLimits(self.message_size_limit, self.frame_size_limit, self.text_only)
         protocol: ProtocolEngine
-        if extensions:
+        if self.engine == "wsproto":
+            extensions = [compression.wsproto_extension()] if compression is not None else []
             protocol = WsprotoProtocol(limits, extensions, self.frame_split_threshold)
         else:
-            protocol = FastProtocol(limits, self.frame_split_threshold)
+            deflate = compression.codec() if compression is not None else None
+            protocol = FastProtocol(limits, self.frame_split_threshold, deflate)
         return WebsocketClient(
             sock,
             protocol,
             leftover=leftover,
             subprotocol=response.headers.get("Sec-WebSocket-Protocol"),
-            compression_enabled=bool(extensions),
+            compression_enabled=compression is not None,
             close_period=self.close_period,
             receive_window=self.receive_window,
             heartbeat=self.heartbeat,

@@ -93,14 +93,15 @@ class Rfc7692CompressionFactory:
         self.compression_threshold = compression_threshold
         self.compress_binary = compress_binary
 
-    def negotiate(self, request: Request) -> tuple[str, BoundedPerMessageDeflate] | None:
+    def negotiate(self, request: Request) -> tuple[str, NegotiatedDeflate] | None:
+        """The ``Sec-WebSocket-Extensions`` answer and what was agreed, or ``None`` to decline."""
         for offer in header_tokens(request, "Sec-WebSocket-Extensions"):
             accepted = self._accept(offer)
             if accepted is not None:
                 return accepted
         return None
 
-    def _accept(self, offer: str) -> tuple[str, BoundedPerMessageDeflate] | None:
+    def _accept(self, offer: str) -> tuple[str, NegotiatedDeflate] | None:
         name, _, rest = offer.partition(";")
         if name.strip().lower() != "permessage-deflate":
             return None
@@ -130,8 +131,10 @@ class Rfc7692CompressionFactory:
             server_no_context_takeover=self.server_no_context_takeover or "server_no_context_takeover" in params,
             client_no_context_takeover=self.client_no_context_takeover or "client_no_context_takeover" in params,
         )
-        extension = BoundedPerMessageDeflate(agreed, self)
-        return agreed.header(client_offered, server_requested), extension
+        negotiated = NegotiatedDeflate(
+            agreed, self.compression_level, self.memory_level, self.compression_threshold, self.compress_binary
+        )
+        return agreed.header(client_offered, server_requested), negotiated
 
 
 _KNOWN_PARAMS = frozenset(
@@ -168,6 +171,95 @@ def _window_bits(value: str | None) -> int | None:
     return bits if 8 <= bits <= 15 else None
 
 
+@dataclass(frozen=True)
+class NegotiatedDeflate:
+    """permessage-deflate as agreed with one client, with the server's zlib settings."""
+
+    parameters: DeflateParameters
+    compression_level: int
+    memory_level: int
+    compression_threshold: int
+    compress_binary: bool
+
+    def codec(self) -> DeflateCodec:
+        """The zlib state of one connection, for the lean engine."""
+        return DeflateCodec(self)
+
+    def wsproto_extension(self) -> BoundedPerMessageDeflate:
+        """The same as a wsproto extension, for the wsproto engine."""
+        return BoundedPerMessageDeflate(self)
+
+
+class InflateLimitError(Exception):
+    """Inflating would go past the output limit given."""
+
+
+class DeflateCodec:
+    """One connection's deflater and inflater, with the RFC 7692 framing of their output.
+
+    The inflater is capped: each call outputs at most ``max_length`` bytes and
+    a compressed input that would give more raises :class:`InflateLimitError`
+    before the memory is spent.  zlib objects are dropped after each message
+    when context takeover is off, so idle connections keep none.
+    """
+
+    __slots__ = (
+        "_inflate_bits",
+        "_reset_inflater",
+        "_deflate_bits",
+        "_reset_deflater",
+        "_level",
+        "_memory_level",
+        "_threshold",
+        "_compress_binary",
+        "_inflater",
+        "_deflater",
+    )
+
+    def __init__(self, negotiated: NegotiatedDeflate) -> None:
+        agreed = negotiated.parameters
+        self._inflate_bits = agreed.client_max_window_bits
+        self._reset_inflater = agreed.client_no_context_takeover
+        self._deflate_bits = agreed.server_max_window_bits
+        self._reset_deflater = agreed.server_no_context_takeover
+        self._level = negotiated.compression_level
+        self._memory_level = negotiated.memory_level
+        self._threshold = negotiated.compression_threshold
+        self._compress_binary = negotiated.compress_binary
+        self._inflater: zlib._Decompress | None = None
+        self._deflater: zlib._Compress | None = None
+
+    def inflate(self, data: bytes, max_length: int) -> bytes:
+        """Inflate part of a message (raises ``zlib.error`` on invalid data)."""
+        if self._inflater is None:
+            self._inflater = zlib.decompressobj(-self._inflate_bits)
+        output = self._inflater.decompress(data, max_length)
+        if self._inflater.unconsumed_tail:
+            raise InflateLimitError
+        return output
+
+    def end_inflate(self, max_length: int) -> bytes:
+        """Finish a message: inflate the empty block the sender stripped (RFC 7692 section 7.2.2)."""
+        tail = self.inflate(_EMPTY_BLOCK_TAIL, max_length)
+        if self._reset_inflater:
+            self._inflater = None
+        return tail
+
+    def worth_compressing(self, length: int, is_text: bool) -> bool:
+        return length >= self._threshold and (is_text or self._compress_binary)
+
+    def deflate(self, data: bytes | memoryview, fin: bool) -> bytes:
+        """Deflate part of a message; the last part drops the sync flush's tail (RFC 7692 section 7.2.1)."""
+        if self._deflater is None:
+            self._deflater = zlib.compressobj(self._level, zlib.DEFLATED, -self._deflate_bits, self._memory_level)
+        output = self._deflater.compress(data) + self._deflater.flush(zlib.Z_SYNC_FLUSH)
+        if fin:
+            output = output[:-4]
+            if self._reset_deflater:
+                self._deflater = None
+        return output
+
+
 class BoundedPerMessageDeflate(PerMessageDeflate):
     """wsproto's permessage-deflate with a capped inflater, a threshold and zlib settings.
 
@@ -176,7 +268,8 @@ class BoundedPerMessageDeflate(PerMessageDeflate):
     overflow), so a small compressed frame cannot expand beyond the limit.
     """
 
-    def __init__(self, agreed: DeflateParameters, factory: Rfc7692CompressionFactory) -> None:
+    def __init__(self, negotiated: NegotiatedDeflate) -> None:
+        agreed = negotiated.parameters
         super().__init__(
             client_no_context_takeover=agreed.client_no_context_takeover,
             client_max_window_bits=agreed.client_max_window_bits,
@@ -185,10 +278,10 @@ class BoundedPerMessageDeflate(PerMessageDeflate):
         )
         self._enabled = True
         self.agreed = agreed
-        self._level = factory.compression_level
-        self._memory_level = factory.memory_level
-        self._threshold = factory.compression_threshold
-        self._compress_binary = factory.compress_binary
+        self._level = negotiated.compression_level
+        self._memory_level = negotiated.memory_level
+        self._threshold = negotiated.compression_threshold
+        self._compress_binary = negotiated.compress_binary
         self._limits: MessageLimits | None = None
         self._outbound_compressed = False
 

@@ -18,8 +18,9 @@ _HEADER_16 = struct.Struct("!BBH")
 _HEADER_64 = struct.Struct("!BBQ")
 
 
-def frame_header(opcode: int, length: int, fin: bool = True) -> bytes:
-    first = (0x80 if fin else 0) | opcode
+def frame_header(opcode: int, length: int, fin: bool = True, rsv1: bool = False) -> bytes:
+    """The header of a server (unmasked) frame; RSV1 marks a compressed message's first frame."""
+    first = (0x80 if fin else 0) | (0x40 if rsv1 else 0) | opcode
     if length < 126:
         return bytes((first, length))
     if length < 65536:

@@ -11,17 +11,20 @@ payload, and reads a frame's payload as it arrives, so a large frame is never
 buffered whole.  It checks what wsproto checks (RFC 6455 sections 5 and 7):
 RSV bits, opcodes, masking, minimal length encoding, control frame rules,
 continuation order, UTF-8 of text and close reasons, close codes; plus the
-size limits before any payload is kept.  Connections that negotiated
-permessage-deflate keep the wsproto engine (:mod:`.protocol`), where zlib's
-cost dominates anyway.
+size limits before any payload is kept, and permessage-deflate through the
+capped :class:`~.compression.DeflateCodec`.  The wsproto engine
+(:mod:`.protocol`) remains as the reference it is tested against, and as an
+option of :class:`~geventws.Rfc6455ClientFactory`.
 """
 
 from __future__ import annotations
 
 import codecs
+import zlib
 from collections.abc import Iterator
 
 from .close import is_sendable_code
+from .compression import DeflateCodec, InflateLimitError
 from .events import Close, Data, Event, Ping, Pong, ProtocolFailure
 from .frames import OPCODE_BINARY, OPCODE_CONTINUATION, OPCODE_TEXT, frame_header
 from .limits import MessageLimits
@@ -43,7 +46,7 @@ class _Failure(Exception):
 class FastProtocol:
     """Server side of one connection without extensions: bytes in, events out; messages in, bytes out."""
 
-    def __init__(self, limits: MessageLimits, frame_split_threshold: int) -> None:
+    def __init__(self, limits: MessageLimits, frame_split_threshold: int, deflate: DeflateCodec | None = None) -> None:
         self.message_size_limit = limits.message_size_limit
         self.frame_size_limit = limits.frame_size_limit
         self.text_only = limits.text_only
@@ -59,7 +62,10 @@ class FastProtocol:
         self._opcode = 0
         self._size = 0
         self._decoder: codecs.IncrementalDecoder | None = None
+        self._deflate = deflate
+        self._compressed = False  # the message arriving is compressed
         self._outbound_opcode = 0
+        self._outbound_compressed = False
 
     @property
     def is_open(self) -> bool:
@@ -111,11 +117,18 @@ class FastProtocol:
             if end - pos < 2:
                 break
             first, second = data[pos], data[pos + 1]
-            if first & 0x70:
-                raise _Failure(1002, "Reserved bits set without a negotiated extension")
-            if not second & 0x80:
-                raise _Failure(1002, "Client frames must be masked")
             opcode = first & 0x0F
+            # Checks run in wsproto's order, so that both engines answer the
+            # same bytes with the same close code (tests/test_framing.py).
+            if opcode >= _CLOSE:
+                if opcode > _PONG:
+                    raise _Failure(1002, f"Reserved opcode {opcode:#x}")
+                if not first & 0x80:
+                    raise _Failure(1002, "Fragmented control frame")
+                if second & 0x7F > 125:
+                    raise _Failure(1002, "Control frame payload over 125 bytes")
+            elif opcode > OPCODE_BINARY:
+                raise _Failure(1002, f"Reserved opcode {opcode:#x}")
             length = second & 0x7F
             header = 6
             if length == 126:
@@ -134,17 +147,23 @@ class FastProtocol:
                     raise _Failure(1002, "Payload length with the most significant bit set")
                 if length < 65536:
                     raise _Failure(1002, "Payload length not minimally encoded")
+            if opcode < _CLOSE:
+                self._check_size(opcode, length, bool(first & 0x40))
+            if first & 0x70 and not (first & 0x70 == 0x40 and self._deflate is not None and 1 <= opcode <= 2):
+                # With permessage-deflate RSV1 marks a compressed message on its first frame only.
+                raise _Failure(1002, "Reserved bits set without a negotiated extension")
+            if not second & 0x80:
+                raise _Failure(1002, "Client frames must be masked")
             if opcode >= _CLOSE:
-                if end - pos < header + length and length <= 125:
+                if end - pos < header + length:
                     break
-                consumed = self._control_frame(opcode, first & 0x80, length, view[pos : pos + header + length], events)
-                pos += consumed
+                pos += self._control_frame(opcode, length, view[pos : pos + header + length], events)
                 if opcode == _CLOSE:
                     return
                 continue
             if end - pos < header:
                 break
-            self._start_data_frame(opcode, bool(first & 0x80), length)
+            self._start_data_frame(opcode, bool(first & 0x80), length, bool(first & 0x40))
             self._mask = bytes(view[pos + header - 4 : pos + header])
             pos += header
             if not length:
@@ -152,13 +171,7 @@ class FastProtocol:
         if pos < end:
             self._pending = bytes(view[pos:])
 
-    def _control_frame(self, opcode: int, fin: int, length: int, frame: memoryview, events: list[Event]) -> int:
-        if opcode > _PONG:
-            raise _Failure(1002, f"Reserved opcode {opcode:#x}")
-        if not fin:
-            raise _Failure(1002, "Fragmented control frame")
-        if length > 125:
-            raise _Failure(1002, "Control frame payload over 125 bytes")
+    def _control_frame(self, opcode: int, length: int, frame: memoryview, events: list[Event]) -> int:
         header = len(frame) - length
         payload = apply_mask(frame[header:], bytes(frame[header - 4 : header]))
         if opcode == _PING:
@@ -185,29 +198,37 @@ class FastProtocol:
         self._state = _CLOSED if self._state == _LOCAL_CLOSING else _REMOTE_CLOSING
         return close
 
-    def _start_data_frame(self, opcode: int, fin: bool, length: int) -> None:
+    def _check_size(self, opcode: int, length: int, rsv1: bool) -> None:
+        """Refuse a data frame by its header alone, before any of its payload is kept."""
+        if opcode == OPCODE_BINARY and self.text_only:
+            raise _Failure(1003, "Binary messages are not accepted")
+        if length > self.frame_size_limit:
+            raise _Failure(1009, f"Frame of {length} bytes exceeds the limit of {self.frame_size_limit}")
+        compressed = rsv1 if opcode != OPCODE_CONTINUATION else self._compressed
+        if not compressed:  # compressed sizes are counted as they inflate
+            size = (self._size if opcode == OPCODE_CONTINUATION else 0) + length
+            if size > self.message_size_limit:
+                raise _Failure(1009, f"Message of {size}+ bytes exceeds the limit of {self.message_size_limit}")
+
+    def _start_data_frame(self, opcode: int, fin: bool, length: int, compressed: bool) -> None:
         if opcode == OPCODE_CONTINUATION:
             if not self._opcode:
                 raise _Failure(1002, "Continuation frame without a message to continue")
-        elif opcode in (OPCODE_TEXT, OPCODE_BINARY):
+        else:
             if self._opcode:
                 raise _Failure(1002, "New message before the previous one finished")
-            if opcode == OPCODE_BINARY and self.text_only:
-                raise _Failure(1003, "Binary messages are not accepted")
             self._opcode = opcode
             self._size = 0
-        else:
-            raise _Failure(1002, f"Reserved opcode {opcode:#x}")
-        if length > self.frame_size_limit:
-            raise _Failure(1009, f"Frame of {length} bytes exceeds the limit of {self.frame_size_limit}")
-        self._size += length
-        if self._size > self.message_size_limit:
-            raise _Failure(1009, f"Message of {self._size}+ bytes exceeds the limit of {self.message_size_limit}")
+            self._compressed = compressed
+        if not self._compressed:
+            self._size += length
         self._remaining = length
         self._fin = fin
 
     def _deliver(self, chunk: bytes, frame_finished: bool, events: list[Event]) -> None:
         message_finished = frame_finished and self._fin
+        if self._compressed:
+            chunk = self._inflate(chunk, message_finished)
         if self._opcode == OPCODE_BINARY:
             events.append(Data(chunk, True, frame_finished, message_finished))
         else:
@@ -225,22 +246,38 @@ class FastProtocol:
             self._opcode = 0
             self._decoder = None
 
+    def _inflate(self, chunk: bytes, message_finished: bool) -> bytes:
+        """Inflate, never past the message limit: the output is capped, not checked afterwards."""
+        assert self._deflate is not None
+        try:
+            output = self._deflate.inflate(chunk, self.message_size_limit - self._size + 1)
+            self._size += len(output)
+            if self._size <= self.message_size_limit and message_finished:
+                tail = self._deflate.end_inflate(self.message_size_limit - self._size + 1)
+                self._size += len(tail)
+                output += tail
+        except InflateLimitError:
+            self._size = self.message_size_limit + 1
+        except zlib.error as error:
+            raise _Failure(1007, f"Invalid compressed data: {error}") from error
+        if self._size > self.message_size_limit:
+            raise _Failure(1009, f"Message inflates beyond the limit of {self.message_size_limit} bytes")
+        return output
+
     # --------------------------------------------------------------- sending
 
     def message_frames(self, data: str | bytes) -> Iterator[tuple[bytes, int]]:
         """One whole message as frames of at most the split threshold, joined into writes of about 256 KiB.
 
-        Yields each write with the number of frames it holds.
-
-        One write per batch instead of per frame: fewer syscalls and lock
-        round trips, while a pong still gets through between batches.
+        Yields each write with the number of frames it holds.  One write per
+        batch instead of per frame: fewer syscalls and lock round trips, while
+        a pong still gets through between batches.
         """
         self._check_sendable()
-        payload = data.encode("utf-8") if isinstance(data, str) else data
-        opcode = OPCODE_TEXT if isinstance(data, str) else OPCODE_BINARY
+        payload, opcode, compressed = self._encode(data)
         split = self.frame_split_threshold
         if len(payload) <= split:
-            yield frame_header(opcode, len(payload)) + payload, 1
+            yield frame_header(opcode, len(payload), True, compressed) + payload, 1
             return
         view = memoryview(payload)
         batch: list[bytes | memoryview] = []
@@ -248,7 +285,10 @@ class FastProtocol:
         for start in range(0, len(payload), split):
             piece = view[start : start + split]
             last = start + split >= len(payload)
-            batch.append(frame_header(opcode if start == 0 else OPCODE_CONTINUATION, len(piece), last))
+            if start == 0:
+                batch.append(frame_header(opcode, len(piece), last, compressed))
+            else:
+                batch.append(frame_header(OPCODE_CONTINUATION, len(piece), last))
             batch.append(piece)
             batched += len(piece)
             if batched >= _WRITE_BATCH or last:
@@ -257,24 +297,38 @@ class FastProtocol:
                 batched = 0
 
     def small_message(self, data: str | bytes) -> bytes:
-        """A message small enough for one frame, serialized."""
+        """A message small enough for one frame (before compression), serialized."""
         self._check_sendable()
-        if isinstance(data, str):
-            payload = data.encode("utf-8")
-            return frame_header(OPCODE_TEXT, len(payload)) + payload
-        return frame_header(OPCODE_BINARY, len(data)) + data
+        payload, opcode, compressed = self._encode(data)
+        return frame_header(opcode, len(payload), True, compressed) + payload
+
+    def _encode(self, data: str | bytes) -> tuple[bytes, int, bool]:
+        """The payload of a whole message, its opcode, and whether it is compressed."""
+        is_text = isinstance(data, str)
+        payload = data.encode("utf-8") if isinstance(data, str) else data
+        opcode = OPCODE_TEXT if is_text else OPCODE_BINARY
+        if self._deflate is not None and self._deflate.worth_compressing(len(payload), is_text):
+            return self._deflate.deflate(payload, True), opcode, True
+        return payload, opcode, False
 
     def frame(self, data: str | bytes, fin: bool) -> bytes:
-        """One frame of a message being streamed."""
+        """One frame of a message being streamed (compressed or not as its first frame decides)."""
         self._check_sendable()
         payload = data.encode("utf-8") if isinstance(data, str) else data
-        if self._outbound_opcode:
-            opcode = OPCODE_CONTINUATION
-        else:
+        first = not self._outbound_opcode
+        if first:
             opcode = self._outbound_opcode = OPCODE_TEXT if isinstance(data, str) else OPCODE_BINARY
+            self._outbound_compressed = self._deflate is not None and self._deflate.worth_compressing(
+                len(payload), isinstance(data, str)
+            )
+        else:
+            opcode = OPCODE_CONTINUATION
+        if self._outbound_compressed:
+            assert self._deflate is not None
+            payload = self._deflate.deflate(payload, fin)
         if fin:
             self._outbound_opcode = 0
-        return frame_header(opcode, len(payload), fin) + payload
+        return frame_header(opcode, len(payload), fin, first and self._outbound_compressed) + payload
 
     def ping(self, payload: bytes = b"") -> bytes:
         self._check_sendable()

@@ -16,12 +16,12 @@ from typing import TYPE_CHECKING, Any, Callable, Protocol
 
 import gevent
 from werkzeug.wrappers import Request, Response
-from wsproto.extensions import Extension
 
 from .acceptor import Rfc6455Acceptor, WebsocketAcceptor
 from .client import WebsocketClient
 from .client_factory import Rfc6455ClientFactory, WebsocketClientFactory
 from .close import CloseCode, WebsocketClosedException
+from .compression import NegotiatedDeflate
 from .handler import ClientHandler, as_callable
 from .transport import TRANSPORT_KEY
 
@@ -32,8 +32,8 @@ _STRIPPED_FROM_101 = ("Content-Type", "Content-Length")
 
 
 class CompressionFactory(Protocol):
-    def negotiate(self, request: Request) -> tuple[str, Extension] | None:
-        """The ``Sec-WebSocket-Extensions`` answer and the extension to use, or ``None`` to decline."""
+    def negotiate(self, request: Request) -> tuple[str, NegotiatedDeflate] | None:
+        """The ``Sec-WebSocket-Extensions`` answer and what was agreed, or ``None`` to decline."""
         ...
 
 
@@ -86,7 +86,7 @@ class Websocket:
         gevent.joinall(closers)
 
     def _upgrade(self, transport: Any, request: Request, response: Response) -> None:
-        extensions = self._negotiate_compression(request, response)
+        compression = self._negotiate_compression(request, response)
         sock, leftover = transport.take_over()
         _disable_nagle(sock)
         try:
@@ -94,7 +94,7 @@ class Websocket:
         except OSError as error:
             self.logger.debug("Peer left during the handshake: %s", error)
             return
-        client = self._client_factory.create_client(request, response, sock, leftover, extensions)
+        client = self._client_factory.create_client(request, response, sock, leftover, compression)
         self._clients.add(client)
         try:
             client.start()
@@ -103,15 +103,15 @@ class Websocket:
             self._clients.discard(client)
             client.abort()
 
-    def _negotiate_compression(self, request: Request, response: Response) -> list[Extension]:
+    def _negotiate_compression(self, request: Request, response: Response) -> NegotiatedDeflate | None:
         if self._compression_factory is None:
-            return []
+            return None
         negotiated = self._compression_factory.negotiate(request)
         if negotiated is None:
-            return []
-        header, extension = negotiated
+            return None
+        header, agreed = negotiated
         response.headers["Sec-WebSocket-Extensions"] = header
-        return [extension]
+        return agreed
 
     def _run_handler(self, client: WebsocketClient, request: Request, response: Response) -> None:
         try:

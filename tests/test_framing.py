@@ -2,6 +2,7 @@
 
 import os
 import struct
+import zlib
 
 import pytest
 from conftest import masked_frame
@@ -75,7 +76,11 @@ frame = st.builds(
 )
 
 
-@settings(max_examples=400, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(
+    max_examples=int(os.environ.get("GEVENTWS_DIFF_EXAMPLES", "400")),
+    deadline=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture],
+)
 @given(frames=st.lists(frame, max_size=8), cuts=st.lists(st.integers(0, 10_000), max_size=6))
 def test_both_engines_agree_on_frame_sequences(masking, frames, cuts):
     data = b"".join(frames)
@@ -83,7 +88,11 @@ def test_both_engines_agree_on_frame_sequences(masking, frames, cuts):
     assert summarize(fast, split(data, cuts)) == summarize(reference, [data])
 
 
-@settings(max_examples=400, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(
+    max_examples=int(os.environ.get("GEVENTWS_DIFF_EXAMPLES", "400")),
+    deadline=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture],
+)
 @given(data=st.binary(max_size=600), cuts=st.lists(st.integers(0, 10_000), max_size=4))
 def test_both_engines_agree_on_arbitrary_bytes(masking, data, cuts):
     fast, reference = engines()
@@ -145,3 +154,64 @@ def test_pure_python_unmasking_matches_the_c_loop(data, mask):
     expected = bytes(byte ^ mask[index % 4] for index, byte in enumerate(data))
     assert _apply_mask_python(data, mask) == expected
     assert apply_mask(data, mask) == expected
+
+
+def deflate_engines(limit=1 << 16, **options):
+    from geventws.compression import DeflateParameters, NegotiatedDeflate
+
+    agreed = DeflateParameters(15, 15, options.get("server_nct", False), options.get("client_nct", False))
+    negotiated = NegotiatedDeflate(agreed, 6, 8, 0, True)
+    fast = FastProtocol(MessageLimits(limit, limit), 1024, negotiated.codec())
+    reference = WsprotoProtocol(MessageLimits(limit, limit), [negotiated.wsproto_extension()])
+    return fast, reference
+
+
+def compressed_frames(messages, context_takeover, pieces):
+    """Client frames of compressed messages, each split into ``pieces`` fragments."""
+    compressor = zlib.compressobj(6, zlib.DEFLATED, -15)
+    wire = []
+    for data in messages:
+        payload = data.encode() if isinstance(data, str) else data
+        if not context_takeover:
+            compressor = zlib.compressobj(6, zlib.DEFLATED, -15)
+        body = (compressor.compress(payload) + compressor.flush(zlib.Z_SYNC_FLUSH))[:-4]
+        size = max(1, -(-len(body) // pieces))
+        parts = [body[i : i + size] for i in range(0, len(body), size)] or [b""]
+        for index, part in enumerate(parts):
+            opcode = (0x1 if isinstance(data, str) else 0x2) if index == 0 else 0x0
+            wire.append(masked_frame(opcode, part, fin=index == len(parts) - 1, rsv=0x40 if index == 0 else 0))
+    return b"".join(wire)
+
+
+@settings(max_examples=150, deadline=None)
+@given(
+    messages=st.lists(st.one_of(st.text(max_size=2000), st.binary(max_size=2000)), min_size=1, max_size=5),
+    takeover=st.booleans(),
+    pieces=st.integers(1, 3),
+    cuts=st.lists(st.integers(0, 10_000), max_size=4),
+)
+def test_both_engines_agree_on_compressed_messages(messages, takeover, pieces, cuts):
+    data = compressed_frames(messages, takeover, pieces)
+    fast, reference = deflate_engines(client_nct=not takeover)
+    ours = summarize(fast, split(data, cuts))
+    assert ours == summarize(reference, [data])
+    assert [entry[2] for entry in ours] == messages
+
+
+def test_compressed_bomb_is_refused_by_the_lean_engine():
+    fast, _ = deflate_engines(limit=1 << 20)
+    compressor = zlib.compressobj(9, zlib.DEFLATED, -15)
+    bomb = compressor.compress(bytes(64 << 20)) + compressor.flush(zlib.Z_SYNC_FLUSH)
+    events = fast.receive(masked_frame(0x2, bomb[:-4], rsv=0x40))
+    assert isinstance(events[-1], ProtocolFailure) and events[-1].code == 1009
+
+
+def test_compressed_frames_from_the_lean_engine_inflate_back():
+    fast, _ = deflate_engines()
+    text = "compress me " * 200
+    wire = b"".join(data for data, _ in fast.message_frames(text))
+    assert wire[0] == 0xC1  # FIN, RSV1, text
+    length = wire[1] & 0x7F
+    start = 2 + (2 if length == 126 else 0)
+    payload = wire[start:]
+    assert zlib.decompressobj(-15).decompress(payload + b"\x00\x00\xff\xff").decode() == text

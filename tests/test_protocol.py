@@ -148,8 +148,9 @@ def zeros_bomb(mebibytes):
     return one * mebibytes
 
 
-def test_compression_bomb_is_closed_with_1009_without_spending_the_memory(serve):
-    running = start(serve, compression=geventws.Rfc7692CompressionFactory())
+@pytest.mark.parametrize("engine", ["fast", "wsproto"])
+def test_compression_bomb_is_closed_with_1009_without_spending_the_memory(serve, engine):
+    running = start(serve, compression=geventws.Rfc7692CompressionFactory(), engine=engine)
     bomb = zeros_bomb(1024)  # 1 GiB of zeros, ~1 MiB on the wire
     assert len(bomb) < 2 * 1024 * 1024
     client = RawClient(running.port, headers={"Sec-WebSocket-Extensions": "permessage-deflate"})
@@ -238,9 +239,10 @@ def test_server_options_shape_the_answer(serve):
     assert answer == "permessage-deflate; server_no_context_takeover; client_no_context_takeover"
 
 
+@pytest.mark.parametrize("engine", ["fast", "wsproto"])
 @pytest.mark.parametrize("options", [{}, {"server_no_context_takeover": True, "client_no_context_takeover": True}])
-def test_websockets_client_with_compression_round_trips(serve, options):
-    running = start(serve, compression=geventws.Rfc7692CompressionFactory(**options))
+def test_websockets_client_with_compression_round_trips(serve, options, engine):
+    running = start(serve, compression=geventws.Rfc7692CompressionFactory(**options), engine=engine)
     with websockets_connect(running.url, compression="deflate") as client:
         assert "permessage-deflate" in client.response.headers["Sec-WebSocket-Extensions"]
         for message in ["small", "repetitive " * 5000, bytes(range(256)) * 400, "ünïcödé " * 300]:
