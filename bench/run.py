@@ -73,6 +73,14 @@ SERVERS = [
     ServerSpec("geventws", "geventws_server.py", note="16 MiB limit, no rate limit, no heartbeat"),
     ServerSpec("geventws-defaults", "geventws_server.py", ("--defaults",), note="Rfc6455ClientFactory() as shipped"),
 ]
+#: Run only when named with --servers: geventws broadcasting with a plain loop
+#: of send_binary (each client serializes the message) instead of the gateway,
+#: to measure what encoding once and writing without greenlets brings.
+EXTRA_SERVERS = [
+    ServerSpec(
+        "geventws-loop", "geventws_server.py", ("--loop-broadcast",), note="broadcast by looping over send_binary"
+    ),
+]
 
 
 # ----------------------------------------------------------------------- cells
@@ -660,7 +668,7 @@ def select_servers(opts: argparse.Namespace) -> list[ServerSpec]:
     if not opts.servers:
         return list(SERVERS)
     wanted = [s.strip() for s in opts.servers.split(",") if s.strip()]
-    by_name = {spec.name: spec for spec in SERVERS}
+    by_name = {spec.name: spec for spec in SERVERS + EXTRA_SERVERS}
     unknown = [name for name in wanted if name not in by_name]
     if unknown:
         sys.exit(f"unknown servers: {', '.join(unknown)} (known: {', '.join(by_name)})")

@@ -1,4 +1,8 @@
-"""permessage-deflate (RFC 7692): negotiation, and an inflater that cannot be turned into a bomb.
+"""permessage-deflate (RFC 7692): negotiation, and inflaters that cannot be turned into bombs.
+
+:class:`DeflateCodec` holds one connection's zlib objects for the lean engine
+(:mod:`.framing`); :class:`BoundedPerMessageDeflate` is the same for the
+wsproto engine (:mod:`.protocol`).
 
 Negotiation follows RFC 7692 section 7: offers are tried in the client's
 order and the first one whose parameters are valid and can be honoured is

@@ -1,4 +1,6 @@
-"""Size limits checked while frames arrive, before their payload is buffered.
+"""Size limits, and their enforcement inside wsproto (for the wsproto engine).
+
+The lean engine (:mod:`.framing`) checks the same limits in its own parser.
 
 wsproto has no size limits of its own, but it calls each extension with a
 frame's header (opcode, payload length) before it reads the payload, and with

@@ -1,12 +1,14 @@
-"""The protocol engine for connections with extensions (permessage-deflate), on wsproto.
+"""The reference protocol engine, on wsproto; and the interface both engines share.
 
 A thin layer over wsproto's :class:`~wsproto.connection.Connection` that adds
 what a server needs and wsproto leaves out: size limits (see :mod:`.limits`),
-splitting of large outgoing messages into frames, and telling a close sent by
-the peer apart from a protocol error detected here (wsproto reports both as a
+a capped inflater (:class:`~.compression.BoundedPerMessageDeflate`), splitting
+of large outgoing messages into frames, and telling a close sent by the peer
+apart from a protocol error detected here (wsproto reports both as a
 ``CloseConnection`` event).  It reports the same :mod:`.events` as the lean
-engine of :mod:`.framing`, which serves connections without extensions.
-Nothing here touches a socket.
+engine of :mod:`.framing`, which serves connections by default; the tests
+feed both the same bytes and require the same events.  Choose it with
+``Rfc6455ClientFactory(engine="wsproto")``.  Nothing here touches a socket.
 """
 
 from __future__ import annotations

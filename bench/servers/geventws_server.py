@@ -22,9 +22,14 @@ import geventws  # noqa: E402
 CLIENTS: set = set()
 
 
+LOOP_BROADCAST = "--loop-broadcast" in sys.argv
+if LOOP_BROADCAST:
+    sys.argv.remove("--loop-broadcast")
+
+
 def make_broadcaster():  # type: ignore[no-untyped-def]
     """(on_connect, on_disconnect, broadcast, description) for the gateway if any, else a plain loop."""
-    gateway_class = getattr(geventws, "WebsocketClientGateway", None)
+    gateway_class = None if LOOP_BROADCAST else getattr(geventws, "WebsocketClientGateway", None)
     if gateway_class is not None:
         try:
             gateway = gateway_class()
