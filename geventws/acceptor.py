@@ -36,8 +36,16 @@ def accept_key(key: str) -> str:
 
 
 def header_tokens(request: Request, name: str) -> list[str]:
-    """The comma-separated tokens of every ``name`` header, stripped, in order."""
-    return [token.strip() for value in request.headers.getlist(name) for token in value.split(",") if token.strip()]
+    """The comma-separated tokens of every ``name`` header, stripped, in order.
+
+    WSGI servers join repeated headers with commas in the environ, so one
+    ``get`` (a dict lookup) sees them all; werkzeug's ``getlist`` would scan
+    the whole environ for each header, a cost every handshake pays.
+    """
+    value = request.headers.get(name)
+    if not value:
+        return []
+    return [token.strip() for token in value.split(",") if token.strip()]
 
 
 def _is_valid_key(key: str | None) -> bool:
