@@ -374,7 +374,7 @@ class WebsocketClient:
                     write = next(frames, None)
                     if write is None:
                         break
-                    self._sendall(write[0])
+                    self._sendall_parts(write[0])
                     self.stats.frames_sent += write[1]
             self.stats.messages_sent += 1
             self.stats.last_data_send = time.time()
@@ -424,6 +424,28 @@ class WebsocketClient:
             self.abort()
             raise WebsocketClosedException(CloseCode.ABNORMAL_CLOSE, "Connection lost", str(error)) from error
         self.stats.bytes_sent += len(data)
+        self.stats.last_send = time.time()
+
+    def _sendall_parts(self, parts: list[bytes | memoryview]) -> None:
+        """Write several buffers as one: gathered by sendmsg when the socket has room, joined otherwise."""
+        if len(parts) == 1:
+            self._sendall(parts[0])
+            return
+        total = sum(map(len, parts))
+        raw = self._raw_socket
+        try:
+            sent = -1
+            if raw is not None:
+                try:
+                    sent = raw.sendmsg(parts)
+                except BlockingIOError:
+                    sent = 0
+            if sent < total:
+                self._socket.sendall(memoryview(b"".join(parts))[max(sent, 0) :])
+        except OSError as error:
+            self.abort()
+            raise WebsocketClosedException(CloseCode.ABNORMAL_CLOSE, "Connection lost", str(error)) from error
+        self.stats.bytes_sent += total
         self.stats.last_send = time.time()
 
     def _send_nowait(self, data: bytes | memoryview) -> int:

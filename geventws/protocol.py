@@ -43,7 +43,7 @@ class ProtocolEngine(Protocol):
         """Parse ``data`` completely; keep no reference to it (its buffer is reused)."""
         ...
 
-    def message_frames(self, data: str | bytes) -> Iterator[tuple[bytes, int]]: ...
+    def message_frames(self, data: str | bytes) -> Iterator[tuple[list[bytes | memoryview], int]]: ...
     def small_message(self, data: str | bytes) -> bytes: ...
     def frame(self, data: str | bytes, fin: bool) -> bytes: ...
     def ping(self, payload: bytes = b"") -> bytes: ...
@@ -108,18 +108,18 @@ class WsprotoProtocol:
                 events.append(Close(event.code, event.reason or ""))
         return events
 
-    def message_frames(self, data: str | bytes) -> Iterator[tuple[bytes, int]]:
+    def message_frames(self, data: str | bytes) -> Iterator[tuple[list[bytes | memoryview], int]]:
         """Serialize one whole message, one frame per write, split at the threshold."""
         threshold = self.frame_split_threshold
         if len(data) <= threshold // 4 or (isinstance(data, bytes) and len(data) <= threshold):
-            yield self.frame(data, True), 1
+            yield [self.frame(data, True)], 1
             return
         pieces: list[str] | list[bytes] = (
             _split_text(data, threshold) if isinstance(data, str) else _split_bytes(data, threshold)
         )
         last = len(pieces) - 1
         for index in range(len(pieces)):
-            yield self.frame(pieces[index], index == last), 1
+            yield [self.frame(pieces[index], index == last)], 1
 
     def small_message(self, data: str | bytes) -> bytes:
         """A message small enough for one frame, serialized (and compressed)."""
