@@ -25,7 +25,6 @@ import fnmatch
 import hashlib
 import json
 import os
-import resource
 import select
 import shutil
 import signal
@@ -41,6 +40,7 @@ from typing import Any
 
 import loadgen
 import uvloop
+from servers._common import raise_nofile
 
 BENCH = Path(__file__).resolve().parent
 SERVERS_DIR = BENCH / "servers"
@@ -178,17 +178,6 @@ def free_port() -> int:
     with socket.socket() as sock:
         sock.bind((HOST, 0))
         return int(sock.getsockname()[1])
-
-
-def raise_nofile(want: int = 65536) -> int:
-    """Raise RLIMIT_NOFILE: to ``want`` where allowed (root), else to the hard limit."""
-    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    try:
-        resource.setrlimit(resource.RLIMIT_NOFILE, (max(want, hard), max(want, hard)))
-    except (ValueError, OSError):
-        if soft < hard:
-            resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
-    return resource.getrlimit(resource.RLIMIT_NOFILE)[0]
 
 
 def pin(core: int | None) -> None:
