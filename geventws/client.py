@@ -322,8 +322,7 @@ class WebsocketClient:
         try:
             written = self._send_nowait(wire)
         except OSError as error:
-            self.abort()
-            raise WebsocketClosedException(CloseCode.ABNORMAL_CLOSE, "Connection lost", str(error)) from error
+            raise self._lost(error) from error
         if written < 0:
             return -1
         if written:
@@ -352,9 +351,14 @@ class WebsocketClient:
         self._message_lock.release()
 
     def _count_encoded(self, message: EncodedMessage) -> None:
-        self.stats.frames_sent += message.frame_count
-        self.stats.messages_sent += 1
-        self.stats.last_data_send = self.stats.last_send
+        self._count_message(message.frame_count)
+
+    def _count_message(self, frames: int) -> None:
+        """A whole message went out (after its last write, which set ``last_send``); ``frames`` not yet counted."""
+        stats = self.stats
+        stats.frames_sent += frames
+        stats.messages_sent += 1
+        stats.last_data_send = stats.last_send
 
     def _send_message(self, data: str | bytes) -> None:
         if len(data) <= self._small_message and not self._message_lock.locked():
@@ -362,22 +366,19 @@ class WebsocketClient:
             with self._write_lock:
                 self._check_open()
                 self._sendall(self._protocol.small_message(data))
-                self.stats.frames_sent += 1
-                self.stats.messages_sent += 1
-                self.stats.last_data_send = self.stats.last_send
+                self._count_message(1)
             return
         with self._message_lock:
-            frames = self._protocol.message_frames(data)
+            writes = self._protocol.message_frames(data)
             while True:
                 with self._write_lock:
                     self._check_open()
-                    write = next(frames, None)
+                    write = next(writes, None)
                     if write is None:
                         break
                     self._sendall_parts(write[0])
                     self.stats.frames_sent += write[1]
-            self.stats.messages_sent += 1
-            self.stats.last_data_send = time.time()
+            self._count_message(0)
 
     def _stream(self, chunks: Iterable[Any], kind: type[str] | type[bytes]) -> None:
         with self._message_lock:
@@ -397,10 +398,10 @@ class WebsocketClient:
                 self._initiate_close(CloseCode.UNEXPECTED_SERVER_ERROR, "Message stream failed")
                 raise
             self._send_frame(pending if pending is not None else kind(), True)
-            self.stats.messages_sent += 1
-            self.stats.last_data_send = time.time()
+            self._count_message(0)
 
     def _send_frame(self, data: str | bytes, fin: bool) -> None:
+        """Send one streamed chunk (as several frames if it is large)."""
         for piece, piece_fin in _pieces(data, self._protocol.frame_split_threshold, fin):
             with self._write_lock:
                 self._check_open()
@@ -421,8 +422,7 @@ class WebsocketClient:
             if sent < len(data):
                 self._socket.sendall(memoryview(data)[max(sent, 0) :])
         except OSError as error:
-            self.abort()
-            raise WebsocketClosedException(CloseCode.ABNORMAL_CLOSE, "Connection lost", str(error)) from error
+            raise self._lost(error) from error
         self.stats.bytes_sent += len(data)
         self.stats.last_send = time.time()
 
@@ -443,10 +443,14 @@ class WebsocketClient:
             if sent < total:
                 self._socket.sendall(memoryview(b"".join(parts))[max(sent, 0) :])
         except OSError as error:
-            self.abort()
-            raise WebsocketClosedException(CloseCode.ABNORMAL_CLOSE, "Connection lost", str(error)) from error
+            raise self._lost(error) from error
         self.stats.bytes_sent += total
         self.stats.last_send = time.time()
+
+    def _lost(self, error: OSError) -> WebsocketClosedException:
+        """A write failed: drop TCP (the reader records 1006) and tell the sender."""
+        self.abort()
+        return WebsocketClosedException(CloseCode.ABNORMAL_CLOSE, "Connection lost", str(error))
 
     def _send_nowait(self, data: bytes | memoryview) -> int:
         """One non-blocking send on the OS socket under gevent's: bytes written, or -1 without one (TLS)."""

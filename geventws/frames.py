@@ -8,6 +8,7 @@ every socket (see :mod:`.gateway`).
 from __future__ import annotations
 
 import struct
+from collections.abc import Iterator
 from dataclasses import dataclass
 
 OPCODE_CONTINUATION = 0x0
@@ -28,6 +29,23 @@ def frame_header(opcode: int, length: int, fin: bool = True, rsv1: bool = False)
     return _HEADER_64.pack(first, 127, length)
 
 
+def split_frames(
+    payload: bytes, opcode: int, split: int, rsv1: bool = False
+) -> Iterator[tuple[bytes, bytes | memoryview]]:
+    """(header, payload slice) of each frame of a message cut at ``split`` bytes; slices are not copied."""
+    if len(payload) <= split:
+        yield frame_header(opcode, len(payload), True, rsv1), payload
+        return
+    view = memoryview(payload)
+    for start in range(0, len(payload), split):
+        piece = view[start : start + split]
+        last = start + split >= len(payload)
+        if start == 0:
+            yield frame_header(opcode, len(piece), last, rsv1), piece
+        else:
+            yield frame_header(OPCODE_CONTINUATION, len(piece), last), piece
+
+
 @dataclass(frozen=True)
 class EncodedMessage:
     """A message and its uncompressed wire form, split into frames of at most ``split`` bytes."""
@@ -46,11 +64,5 @@ class EncodedMessage:
         opcode = OPCODE_TEXT if isinstance(data, str) else OPCODE_BINARY
         if len(payload) <= split:
             return cls(data, frame_header(opcode, len(payload)) + payload, 1)
-        parts: list[bytes | memoryview] = []
-        view = memoryview(payload)
-        for start in range(0, len(payload), split):
-            chunk = view[start : start + split]
-            fin = start + split >= len(payload)
-            parts.append(frame_header(opcode if start == 0 else OPCODE_CONTINUATION, len(chunk), fin))
-            parts.append(chunk)
-        return cls(data, b"".join(parts), len(parts) // 2)
+        frames = list(split_frames(payload, opcode, split))
+        return cls(data, b"".join(part for frame in frames for part in frame), len(frames))

@@ -26,7 +26,7 @@ from collections.abc import Iterator
 from .close import is_sendable_code
 from .compression import DeflateCodec, InflateLimitError
 from .events import Close, Data, Event, Ping, Pong, ProtocolFailure
-from .frames import OPCODE_BINARY, OPCODE_CONTINUATION, OPCODE_TEXT, frame_header
+from .frames import OPCODE_BINARY, OPCODE_CONTINUATION, OPCODE_TEXT, frame_header, split_frames
 from .limits import MessageLimits
 from .masking import apply_mask
 
@@ -280,22 +280,18 @@ class FastProtocol:
         if len(payload) <= split:
             yield [frame_header(opcode, len(payload), True, compressed) + payload], 1
             return
-        view = memoryview(payload)
         batch: list[bytes | memoryview] = []
         batched = 0
-        for start in range(0, len(payload), split):
-            piece = view[start : start + split]
-            last = start + split >= len(payload)
-            if start == 0:
-                batch.append(frame_header(opcode, len(piece), last, compressed))
-            else:
-                batch.append(frame_header(OPCODE_CONTINUATION, len(piece), last))
+        for header, piece in split_frames(payload, opcode, split, compressed):
+            batch.append(header)
             batch.append(piece)
             batched += len(piece)
-            if batched >= _WRITE_BATCH or last:
+            if batched >= _WRITE_BATCH:
                 yield batch, len(batch) // 2
                 batch = []
                 batched = 0
+        if batch:
+            yield batch, len(batch) // 2
 
     def small_message(self, data: str | bytes) -> bytes:
         """A message small enough for one frame (before compression), serialized."""
