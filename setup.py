@@ -6,4 +6,4 @@ install goes on without it and geventws uses its pure Python fallback.
 
 from setuptools import Extension, setup
 
-setup(ext_modules=[Extension("geventws._speedups", ["geventws/_speedups.c"], optional=True)])
+setup(ext_modules=[Extension("geventws.protocol._speedups", ["geventws/protocol/_speedups.c"], optional=True)])

@@ -1,13 +1,11 @@
 """geventws: a WebSocket server for gevent, WSGI and Flask users."""
 
-from .acceptor import AllowOriginAcceptor, Rfc6455Acceptor, WebsocketAcceptor
-from .client import TlsInfo, WebsocketClient
-from .client_factory import Rfc6455ClientFactory, WebsocketClientFactory
-from .close import CloseCode, WebsocketClosedException, WebsocketCloseInfo
-from .compression import Rfc7692CompressionFactory
-from .document_root import DocumentRoot
-from .error_handler import DefaultErrorHandler, ErrorHandler
-from .frames import EncodedMessage
+from .connection.client import TlsInfo, WebsocketClient
+from .connection.client_factory import Rfc6455ClientFactory, WebsocketClientFactory
+from .connection.heartbeat import PeriodicHeartbeat
+from .connection.message import MessageBufferLimitError, WebsocketMessage
+from .connection.rate_limit import ConstantRateLimit
+from .connection.stats import WebsocketCount, WebsocketTimestamp
 from .gateway import (
     SendResult,
     SlowConsumerError,
@@ -16,15 +14,17 @@ from .gateway import (
     WebsocketClientGateway,
     WebsocketGateway,
 )
-from .handler import WebsocketClientHandler
-from .heartbeat import PeriodicHeartbeat
-from .message import MessageBufferLimitError, WebsocketMessage
-from .rate_limit import ConstantRateLimit
-from .router import Router
-from .server import Server
+from .http.acceptor import AllowOriginAcceptor, Rfc6455Acceptor, WebsocketAcceptor
+from .http.client_handler import WebsocketClientHandler
+from .http.document_root import DocumentRoot
+from .http.endpoint import CompressionFactory, Websocket
+from .http.error_handler import DefaultErrorHandler, ErrorHandler
+from .http.router import Router
+from .http.server import Server
+from .protocol.close import CloseCode, WebsocketClosedException, WebsocketCloseInfo
+from .protocol.deflate import Rfc7692CompressionFactory
+from .protocol.frames import EncodedMessage
 from .signals import trap_signal
-from .stats import WebsocketCount, WebsocketTimestamp
-from .websocket import CompressionFactory, Websocket
 
 __version__ = "0.1.0"
 

@@ -25,10 +25,10 @@ from typing import Protocol
 from gevent.event import Event
 from gevent.pool import Pool
 
-from .client import WebsocketClient
-from .close import CloseCode, WebsocketClosedException, WebsocketCloseInfo
-from .frames import EncodedMessage
-from .protocol import DEFAULT_FRAME_SPLIT_THRESHOLD
+from .connection.client import WebsocketClient
+from .protocol.close import CloseCode, WebsocketClosedException, WebsocketCloseInfo
+from .protocol.frames import EncodedMessage
+from .protocol.wsproto_engine import DEFAULT_FRAME_SPLIT_THRESHOLD
 
 logger = logging.getLogger("geventws.gateway")
 

@@ -423,7 +423,7 @@ def test_a_flood_of_empty_messages_is_bounded_by_the_receive_window(serve):
     assert not flooder.dead, "the sender should be blocked by TCP backpressure"
     # The window is checked before each read; one read may add a read's worth of 6-byte frames.
     queued = len(server_side._incoming)
-    assert queued <= window // geventws.client.MESSAGE_COST + geventws.client.READ_SIZE // 6 + 1
+    assert queued <= window // geventws.connection.client.MESSAGE_COST + geventws.connection.client.READ_SIZE // 6 + 1
     gevent.sleep(0.5)
     assert len(server_side._incoming) == queued, "nothing more is read while nothing is consumed"
     flooder.kill()

@@ -9,12 +9,12 @@ from conftest import masked_frame
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-import geventws.framing
-from geventws.events import Close, Data, Ping, Pong, ProtocolFailure
-from geventws.framing import FastProtocol
-from geventws.limits import MessageLimits
-from geventws.masking import HAS_SPEEDUPS, _apply_mask_python, apply_mask
-from geventws.protocol import WsprotoProtocol
+import geventws.protocol.engine
+from geventws.protocol.engine import LeanEngine
+from geventws.protocol.events import Close, Data, Ping, Pong, ProtocolFailure
+from geventws.protocol.limits import MessageLimits
+from geventws.protocol.masking import HAS_SPEEDUPS, _apply_mask_python, apply_mask
+from geventws.protocol.wsproto_engine import WsprotoEngine
 
 
 @pytest.fixture(params=["speedups", "pure-python"])
@@ -23,7 +23,7 @@ def masking(request, monkeypatch):
     if request.param == "speedups" and not HAS_SPEEDUPS:
         pytest.skip("C speedups not built")
     if request.param == "pure-python":
-        monkeypatch.setattr(geventws.framing, "apply_mask", _apply_mask_python)
+        monkeypatch.setattr(geventws.protocol.engine, "apply_mask", _apply_mask_python)
     return request.param
 
 
@@ -50,7 +50,7 @@ def summarize(protocol, chunks):
 
 
 def engines(limit=4096):
-    return FastProtocol(MessageLimits(limit, limit), 1024), WsprotoProtocol(MessageLimits(limit, limit))
+    return LeanEngine(MessageLimits(limit, limit), 1024), WsprotoEngine(MessageLimits(limit, limit))
 
 
 def split(data, cuts):
@@ -105,7 +105,7 @@ def test_both_engines_agree_on_arbitrary_bytes(masking, data, cuts):
 
 
 def test_large_frame_is_delivered_as_it_arrives_without_buffering_it_whole(masking):
-    protocol = FastProtocol(MessageLimits(10 * 2**20, 10 * 2**20), 32768)
+    protocol = LeanEngine(MessageLimits(10 * 2**20, 10 * 2**20), 32768)
     payload = os.urandom(3 * 2**20)
     wire = masked_frame(0x2, payload)
     received, sizes = [], []
@@ -119,13 +119,13 @@ def test_large_frame_is_delivered_as_it_arrives_without_buffering_it_whole(maski
 
 
 def test_header_over_the_limit_fails_before_any_payload(masking):
-    protocol = FastProtocol(MessageLimits(1000, 1000), 1024)
+    protocol = LeanEngine(MessageLimits(1000, 1000), 1024)
     events = protocol.receive(struct.pack("!BBQ", 0x82, 0xFF, 2**62) + b"mask")
     assert events == [ProtocolFailure(1009, "Frame of 4611686018427387904 bytes exceeds the limit of 1000")]
 
 
 def test_outgoing_frames_parse_back(masking):
-    protocol = FastProtocol(MessageLimits(2**20, 2**20), 1000)
+    protocol = LeanEngine(MessageLimits(2**20, 2**20), 1000)
     writes = [(b"".join(parts), count) for parts, count in protocol.message_frames("é" * 1500)]
     assert sum(count for _, count in writes) == 3
     wire = b"".join(data for data, _ in writes)
@@ -144,7 +144,7 @@ def test_outgoing_frames_parse_back(masking):
         )
         pos = start + length
     assert len(frames) == 3
-    echo = FastProtocol(MessageLimits(2**20, 2**20), 1000)
+    echo = LeanEngine(MessageLimits(2**20, 2**20), 1000)
     assert summarize(echo, frames) == [("message", False, "é" * 1500)]
 
 
@@ -157,12 +157,12 @@ def test_pure_python_unmasking_matches_the_c_loop(data, mask):
 
 
 def deflate_engines(limit=1 << 16, **options):
-    from geventws.compression import DeflateParameters, NegotiatedDeflate
+    from geventws.protocol.deflate import DeflateParameters, NegotiatedDeflate
 
     agreed = DeflateParameters(15, 15, options.get("server_nct", False), options.get("client_nct", False))
     negotiated = NegotiatedDeflate(agreed, 6, 8, 0, True)
-    fast = FastProtocol(MessageLimits(limit, limit), 1024, negotiated.codec())
-    reference = WsprotoProtocol(MessageLimits(limit, limit), [negotiated.wsproto_extension()])
+    fast = LeanEngine(MessageLimits(limit, limit), 1024, negotiated.codec())
+    reference = WsprotoEngine(MessageLimits(limit, limit), [negotiated.wsproto_extension()])
     return fast, reference
 
 

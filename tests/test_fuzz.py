@@ -12,10 +12,10 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import geventws
-from geventws.close import is_sendable_code
-from geventws.events import ProtocolFailure
-from geventws.limits import MessageLimits
-from geventws.protocol import WsprotoProtocol
+from geventws.protocol.close import is_sendable_code
+from geventws.protocol.events import ProtocolFailure
+from geventws.protocol.limits import MessageLimits
+from geventws.protocol.wsproto_engine import WsprotoEngine
 
 FUZZ = settings(
     max_examples=int(os.environ.get("GEVENTWS_FUZZ_EXAMPLES", "60")),
@@ -101,7 +101,7 @@ def test_arbitrary_bytes_end_in_a_proper_close(fuzz_server, caplog, garbage, com
 @settings(max_examples=500, deadline=None)
 @given(chunks=st.lists(st.binary(max_size=300), max_size=8))
 def test_protocol_engine_never_raises_on_arbitrary_input(chunks):
-    protocol = WsprotoProtocol(MessageLimits(4096, 4096))
+    protocol = WsprotoEngine(MessageLimits(4096, 4096))
     for chunk in chunks:
         events = list(protocol.receive(chunk))
         if any(isinstance(event, ProtocolFailure) for event in events) or protocol.close_received:

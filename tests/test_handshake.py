@@ -55,13 +55,13 @@ def test_valid_handshake_answers_101_with_accept_key(echo):
     code, headers, _ = raw_exchange(echo.port, request, read_until_close=False)
     assert code == 101
     assert headers["upgrade"] == "websocket"
-    assert headers["sec-websocket-accept"] == geventws.acceptor.accept_key(key)
+    assert headers["sec-websocket-accept"] == geventws.http.acceptor.accept_key(key)
     assert "content-type" not in headers
 
 
 def test_accept_key_matches_rfc_example():
     # RFC 6455 section 1.3
-    assert geventws.acceptor.accept_key("dGhlIHNhbXBsZSBub25jZQ==") == "s3pPLMBiTxaQ9kYGzzhZRbK+xOo="
+    assert geventws.http.acceptor.accept_key("dGhlIHNhbXBsZSBub25jZQ==") == "s3pPLMBiTxaQ9kYGzzhZRbK+xOo="
 
 
 def origin_app(server):

@@ -25,11 +25,10 @@ from __future__ import annotations
 import zlib
 from dataclasses import dataclass
 
-from werkzeug.wrappers import Request
 from wsproto.extensions import PerMessageDeflate
 from wsproto.frame_protocol import CloseReason, FrameDecoder, FrameProtocol, Opcode, RsvBits
 
-from .acceptor import header_tokens
+from .handshake import split_tokens
 from .limits import MessageLimits
 
 _EMPTY_BLOCK_TAIL = b"\x00\x00\xff\xff"
@@ -97,9 +96,13 @@ class Rfc7692CompressionFactory:
         self.compression_threshold = compression_threshold
         self.compress_binary = compress_binary
 
-    def negotiate(self, request: Request) -> tuple[str, NegotiatedDeflate] | None:
-        """The ``Sec-WebSocket-Extensions`` answer and what was agreed, or ``None`` to decline."""
-        for offer in header_tokens(request, "Sec-WebSocket-Extensions"):
+    def negotiate(self, offers: str | None) -> tuple[str, NegotiatedDeflate] | None:
+        """Answer the request's ``Sec-WebSocket-Extensions`` value (``offers``).
+
+        Returns the response header value and what was agreed, or ``None`` to
+        decline (no acceptable permessage-deflate offer).
+        """
+        for offer in split_tokens(offers):
             accepted = self._accept(offer)
             if accepted is not None:
                 return accepted

@@ -17,23 +17,22 @@ from typing import TYPE_CHECKING, Any, Callable, Protocol
 import gevent
 from werkzeug.wrappers import Request, Response
 
+from ..connection.client import WebsocketClient
+from ..connection.client_factory import Rfc6455ClientFactory, WebsocketClientFactory
+from ..protocol.close import CloseCode, WebsocketClosedException
+from ..protocol.deflate import NegotiatedDeflate
+from ..protocol.handshake import serialize_101
 from .acceptor import Rfc6455Acceptor, WebsocketAcceptor
-from .client import WebsocketClient
-from .client_factory import Rfc6455ClientFactory, WebsocketClientFactory
-from .close import CloseCode, WebsocketClosedException
-from .compression import NegotiatedDeflate
-from .handler import ClientHandler, as_callable
-from .transport import TRANSPORT_KEY
+from .client_handler import ClientHandler, as_callable
+from .pywsgi_handler import TRANSPORT_KEY
 
 if TYPE_CHECKING:
     from .server import Server
 
-_STRIPPED_FROM_101 = ("Content-Type", "Content-Length")
-
 
 class CompressionFactory(Protocol):
-    def negotiate(self, request: Request) -> tuple[str, NegotiatedDeflate] | None:
-        """The ``Sec-WebSocket-Extensions`` answer and what was agreed, or ``None`` to decline."""
+    def negotiate(self, offers: str | None) -> tuple[str, NegotiatedDeflate] | None:
+        """Answer a ``Sec-WebSocket-Extensions`` request header value: the response value and what was agreed."""
         ...
 
 
@@ -90,7 +89,7 @@ class Websocket:
         sock, leftover = transport.take_over()
         _disable_nagle(sock)
         try:
-            sock.sendall(_serialize_101(response))
+            sock.sendall(serialize_101(response.headers.items()))
         except OSError as error:
             self.logger.debug("Peer left during the handshake: %s", error)
             return
@@ -106,7 +105,7 @@ class Websocket:
     def _negotiate_compression(self, request: Request, response: Response) -> NegotiatedDeflate | None:
         if self._compression_factory is None:
             return None
-        negotiated = self._compression_factory.negotiate(request)
+        negotiated = self._compression_factory.negotiate(request.headers.get("Sec-WebSocket-Extensions"))
         if negotiated is None:
             return None
         header, agreed = negotiated
@@ -131,9 +130,3 @@ def _disable_nagle(sock: socket.socket) -> None:
     if sock.family in (socket.AF_INET, socket.AF_INET6):
         with contextlib.suppress(OSError):
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-
-
-def _serialize_101(response: Response) -> bytes:
-    lines = ["HTTP/1.1 101 Switching Protocols"]
-    lines.extend(f"{name}: {value}" for name, value in response.headers.items() if name not in _STRIPPED_FROM_101)
-    return ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1")

@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING
 
 import gevent
 
-from .close import CloseCode
+from ..protocol.close import CloseCode
 
 if TYPE_CHECKING:
     from .client import WebsocketClient

@@ -33,11 +33,11 @@ import greenlet
 from gevent.event import Event
 from gevent.lock import Semaphore
 
-from .close import CloseCode, WebsocketClosedException, WebsocketCloseInfo, is_sendable_code
-from .events import Close, Data, Ping, Pong, ProtocolFailure
-from .frames import EncodedMessage
+from ..protocol.close import CloseCode, WebsocketClosedException, WebsocketCloseInfo, is_sendable_code
+from ..protocol.events import Close, Data, Ping, Pong, ProtocolFailure
+from ..protocol.frames import EncodedMessage
+from ..protocol.wsproto_engine import ProtocolEngine
 from .message import WebsocketMessage
-from .protocol import ProtocolEngine
 from .stats import ClientStats, WebsocketCount, WebsocketTimestamp
 
 logger = logging.getLogger("geventws.client")

@@ -1,6 +1,6 @@
 /* XOR-unmasking of client frames (RFC 6455 section 5.3), the one loop that
  * pure Python cannot run fast: bytes-at-a-time XOR tops out at a few hundred
- * MB/s, this runs at memory speed.  geventws/masking.py falls back to a pure
+ * MB/s, this runs at memory speed.  geventws/protocol/masking.py falls back to a pure
  * Python version when this extension is not built. */
 
 #define PY_SSIZE_T_CLEAN
@@ -50,7 +50,7 @@ static PyMethodDef methods[] = {
     {NULL, NULL, 0, NULL},
 };
 
-static struct PyModuleDef module = {PyModuleDef_HEAD_INIT, "geventws._speedups", NULL, -1, methods};
+static struct PyModuleDef module = {PyModuleDef_HEAD_INIT, "geventws.protocol._speedups", NULL, -1, methods};
 
 PyMODINIT_FUNC
 PyInit__speedups(void)

@@ -9,12 +9,12 @@ from typing import Protocol as TypingProtocol
 
 from werkzeug.wrappers import Request, Response
 
+from ..protocol.deflate import NegotiatedDeflate
+from ..protocol.engine import LeanEngine
+from ..protocol.limits import DEFAULT_MESSAGE_SIZE_LIMIT, MessageLimits
+from ..protocol.wsproto_engine import DEFAULT_FRAME_SPLIT_THRESHOLD, ProtocolEngine, WsprotoEngine
 from .client import DEFAULT_CLOSE_PERIOD, DEFAULT_RECEIVE_WINDOW, Heartbeat, RateLimit, WebsocketClient
-from .compression import NegotiatedDeflate
-from .framing import FastProtocol
 from .heartbeat import PeriodicHeartbeat
-from .limits import DEFAULT_MESSAGE_SIZE_LIMIT, MessageLimits
-from .protocol import DEFAULT_FRAME_SPLIT_THRESHOLD, ProtocolEngine, WsprotoProtocol
 from .rate_limit import ConstantRateLimit
 
 
@@ -93,10 +93,10 @@ class Rfc6455ClientFactory:
         protocol: ProtocolEngine
         if self.engine == "wsproto":
             extensions = [compression.wsproto_extension()] if compression is not None else []
-            protocol = WsprotoProtocol(limits, extensions, self.frame_split_threshold)
+            protocol = WsprotoEngine(limits, extensions, self.frame_split_threshold)
         else:
             deflate = compression.codec() if compression is not None else None
-            protocol = FastProtocol(limits, self.frame_split_threshold, deflate)
+            protocol = LeanEngine(limits, self.frame_split_threshold, deflate)
         return WebsocketClient(
             sock,
             protocol,

@@ -17,7 +17,7 @@ import gevent.socket
 from gevent.pool import Pool
 from gevent.pywsgi import LoggingLogAdapter, WSGIServer
 
-from .transport import WebsocketWSGIHandler
+from .pywsgi_handler import WebsocketWSGIHandler
 
 #: A ``(host, port)`` tuple, or a filesystem path (optionally prefixed ``unix:``) for a unix socket.
 Address = Union[tuple[str, int], str]

@@ -7,7 +7,7 @@ from collections.abc import Callable, Iterator
 
 from gevent.event import Event
 
-from .close import WebsocketClosedException
+from ..protocol.close import WebsocketClosedException
 
 
 class MessageBufferLimitError(Exception):

@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING, Callable, Protocol, Union
 from werkzeug.wrappers import Request, Response
 
 if TYPE_CHECKING:
-    from .client import WebsocketClient
+    from ..connection.client import WebsocketClient
 
 
 class WebsocketClientHandler(Protocol):

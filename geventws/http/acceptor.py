@@ -9,17 +9,15 @@ it wraps.
 
 from __future__ import annotations
 
-import base64
-import binascii
-import hashlib
 from collections.abc import Callable, Iterable, Sequence
 from typing import Protocol, Union
 
 from werkzeug.wrappers import Request, Response
 
+from ..protocol.handshake import accept_key, is_valid_key, split_tokens
 from .error_handler import DefaultErrorHandler, ErrorHandler
 
-_GUID = b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
+__all__ = ["AllowOriginAcceptor", "Rfc6455Acceptor", "WebsocketAcceptor", "accept_key", "header_tokens"]
 
 #: Chooses one of the offered subprotocols (or none) for a request.
 SubprotocolSelector = Callable[[Request, Sequence[str]], Union[str, None]]
@@ -29,12 +27,6 @@ class WebsocketAcceptor(Protocol):
     def handle_handshake(self, request: Request) -> Response: ...
 
 
-def accept_key(key: str) -> str:
-    """The ``Sec-WebSocket-Accept`` value answering ``Sec-WebSocket-Key`` (RFC 6455 section 4.2.2)."""
-    digest = hashlib.sha1(key.encode("ascii") + _GUID).digest()
-    return base64.b64encode(digest).decode("ascii")
-
-
 def header_tokens(request: Request, name: str) -> list[str]:
     """The comma-separated tokens of every ``name`` header, stripped, in order.
 
@@ -42,19 +34,7 @@ def header_tokens(request: Request, name: str) -> list[str]:
     ``get`` (a dict lookup) sees them all; werkzeug's ``getlist`` would scan
     the whole environ for each header, a cost every handshake pays.
     """
-    value = request.headers.get(name)
-    if not value:
-        return []
-    return [token.strip() for token in value.split(",") if token.strip()]
-
-
-def _is_valid_key(key: str | None) -> bool:
-    if not key:
-        return False
-    try:
-        return len(base64.b64decode(key.strip().encode("ascii"), validate=True)) == 16
-    except (binascii.Error, UnicodeEncodeError):
-        return False
+    return split_tokens(request.headers.get(name))
 
 
 class Rfc6455Acceptor:
@@ -105,7 +85,7 @@ class Rfc6455Acceptor:
             return self._upgrade_required('"Upgrade: websocket" header missing', request)
         if "upgrade" not in (token.lower() for token in header_tokens(request, "Connection")):
             return self._upgrade_required('"Connection: Upgrade" header missing', request)
-        if not _is_valid_key(request.headers.get("Sec-WebSocket-Key")):
+        if not is_valid_key(request.headers.get("Sec-WebSocket-Key")):
             return self._error(400, "Sec-WebSocket-Key missing or not the base64 of 16 bytes", request)
         version = request.headers.get("Sec-WebSocket-Version", "").strip()
         if version != "13":

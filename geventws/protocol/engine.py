@@ -24,7 +24,7 @@ import zlib
 from collections.abc import Iterator
 
 from .close import is_sendable_code
-from .compression import DeflateCodec, InflateLimitError
+from .deflate import DeflateCodec, InflateLimitError
 from .events import Close, Data, Event, Ping, Pong, ProtocolFailure
 from .frames import OPCODE_BINARY, OPCODE_CONTINUATION, OPCODE_TEXT, frame_header, split_frames
 from .limits import MessageLimits
@@ -43,7 +43,7 @@ class _Failure(Exception):
         self.reason = reason
 
 
-class FastProtocol:
+class LeanEngine:
     """Server side of one connection without extensions: bytes in, events out; messages in, bytes out."""
 
     def __init__(self, limits: MessageLimits, frame_split_threshold: int, deflate: DeflateCodec | None = None) -> None:

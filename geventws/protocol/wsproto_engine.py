@@ -29,7 +29,7 @@ DEFAULT_FRAME_SPLIT_THRESHOLD = 32 * 1024
 
 
 class ProtocolEngine(Protocol):
-    """What the connection needs of a protocol engine (:class:`WsprotoProtocol` or ``FastProtocol``)."""
+    """What the connection needs of a protocol engine (:class:`WsprotoEngine` or ``LeanEngine``)."""
 
     frame_split_threshold: int
 
@@ -51,7 +51,7 @@ class ProtocolEngine(Protocol):
     def close(self, code: int | None, reason: str = "") -> bytes: ...
 
 
-class WsprotoProtocol:
+class WsprotoEngine:
     """One server-side connection with extensions, after the handshake."""
 
     def __init__(
