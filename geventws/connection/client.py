@@ -18,6 +18,7 @@ from __future__ import annotations
 import contextlib
 import itertools
 import logging
+import os
 import socket as stdlib_socket
 import struct
 import time
@@ -53,7 +54,34 @@ MESSAGE_COST = 64
 #: The buffer exists only while recv runs (an idle connection holds none).
 READ_SIZE = 256 * 1024
 
-_ids = itertools.count(1)
+
+
+class _IdSource:
+    """Client ids unique across processes and machines, so a gateway shared through Redis can address them.
+
+    An id is a random 21-bit node number drawn per process (again in every
+    forked child, so gunicorn workers differ) above a 32-bit counter: ids stay
+    below 2**53 and so survive a trip through JavaScript numbers.  Two
+    processes draw the same node number with probability about n**2 / 2**22
+    for n processes; :mod:`geventws.redis` claims node numbers in Redis to
+    rule that out among the processes that share it.
+    """
+
+    def __init__(self) -> None:
+        self.reset()
+        if hasattr(os, "register_at_fork"):
+            os.register_at_fork(after_in_child=self.reset)
+
+    def reset(self, node: int | None = None) -> None:
+        """Start a new id sequence, under ``node`` or a random node number."""
+        self.node = node if node is not None else int.from_bytes(os.urandom(3), "big") & 0x1FFFFF
+        self._counter = itertools.count(1)
+
+    def next(self) -> int:
+        return (self.node << 32) | (next(self._counter) & 0xFFFFFFFF)
+
+
+client_ids = _IdSource()
 _READ_BUFFER = memoryview(bytearray(READ_SIZE))
 
 
@@ -132,7 +160,7 @@ class WebsocketClient:
         heartbeat: Heartbeat | None = None,
         rate_limit: RateLimit | None = None,
     ) -> None:
-        self.id: int = next(_ids)
+        self.id: int = client_ids.next()
         self.subprotocol = subprotocol
         self.is_compression_enabled = compression_enabled
         self.remote_address = _address(sock.getpeername)
