@@ -27,8 +27,8 @@ from gevent.pool import Pool
 
 from .connection.client import WebsocketClient
 from .protocol.close import CloseCode, WebsocketClosedException, WebsocketCloseInfo
+from .protocol.engine import DEFAULT_FRAME_SPLIT_THRESHOLD
 from .protocol.frames import EncodedMessage
-from .protocol.wsproto_engine import DEFAULT_FRAME_SPLIT_THRESHOLD
 
 logger = logging.getLogger("geventws.gateway")
 
@@ -106,8 +106,8 @@ class _Outbox:
 
     def __init__(self, client: WebsocketClient) -> None:
         self.client = client
-        # (message, size, result, offset): offset > 0 for a message begun without blocking
-        self.items: deque[tuple[EncodedMessage, int, SendResult, int]] = deque()
+        # (message, size, result, begun): begun for a message whose rest the client's writer holds
+        self.items: deque[tuple[EncodedMessage, int, SendResult, bool]] = deque()
         self.size = 0
         self.draining = False
         self.closed = False
@@ -184,26 +184,28 @@ class WebsocketClientGateway:
         message = EncodedMessage.encode(data, self._split)  # once for every recipient
         size = len(message.wire)
         for outbox in outboxes:
-            offset = 0
+            written = 0
             if not outbox.draining and not outbox.closed:
                 # Idle client: write in this greenlet, no pool greenlet unless the socket is full.
-                offset = self._begin(outbox, message, result)
-                if offset < 0:
+                written = self._begin(outbox, message, result)
+                if written < 0:
                     continue  # written whole, or failed (both reported)
             elif not self._make_room(outbox, size, result):
                 continue
-            outbox.items.append((message, size - offset, result, offset))
-            outbox.size += size - offset
+            outbox.items.append((message, size - written, result, written > 0))
+            outbox.size += size - written
             if not outbox.draining:
                 outbox.draining = True
                 self._pool.spawn(self._drain, outbox)
         return result
 
     def _begin(self, outbox: _Outbox, message: EncodedMessage, result: SendResult) -> int:
-        """Try to write without blocking: the offset to finish from (0: queue it whole), or -1 when done."""
+        """Try to write without blocking: bytes written (0: queue it whole; the writer holds the rest), -1 when done."""
         client = outbox.client
+        if client.is_compression_enabled:
+            return 0  # compressed per connection: encoded in the pool greenlet
         try:
-            written = client.begin_encoded(message)
+            written = client.writer.write_nowait(message)
         except WebsocketClosedException as error:
             result._fail(client.id, error)
             self._discard(outbox, error)
@@ -251,11 +253,11 @@ class WebsocketClientGateway:
         items = outbox.items
         try:
             while items:
-                message, size, result, offset = items.popleft()
+                message, size, result, begun = items.popleft()
                 outbox.size -= size
                 try:
-                    if offset:
-                        client.finish_encoded(message, offset)
+                    if begun:
+                        client.writer.flush()
                     else:
                         client.send_encoded(message)
                 except WebsocketClosedException as error:
@@ -275,9 +277,7 @@ class WebsocketClientGateway:
         outbox.closed = True
         self._outboxes.pop(outbox.client.id, None)
         while outbox.items:
-            message, _, result, offset = outbox.items.popleft()
-            if offset:
-                outbox.client.abandon_encoded()
+            _, _, result, _ = outbox.items.popleft()
             result._fail(outbox.client.id, error)
         outbox.size = 0
 

@@ -96,7 +96,7 @@ def test_ping_from_client_is_answered_even_while_the_handler_is_busy(serve):
     client.ping(b"payload")
     opcode, frame = client.recv_data_frame(control_frame=True)
     assert (opcode, frame.data) == (ABNF.OPCODE_PONG, b"payload")
-    assert seen.get(5).count(WebsocketCount.PINGS_RECEIVED) == 1
+    assert seen.get(5).stats.pings_received == 1
     done.set()
     client.close()
 
@@ -369,15 +369,19 @@ def test_counters_and_timestamps(serve):
     assert str(message) == "abc"
     server_side.send_binary(b"12345")
     assert client.recv() == b"12345"
-    assert server_side.count(WebsocketCount.MESSAGES_RECEIVED) == 1
-    assert server_side.count(WebsocketCount.MESSAGES_SENT) == 1
-    assert server_side.count(WebsocketCount.FRAMES_SENT) == 1
-    assert server_side.count(WebsocketCount.BYTES_SENT) == 2 + 5
-    assert server_side.count(WebsocketCount.BYTES_RECEIVED) == 6 + 3
-    assert server_side.timestamp(WebsocketTimestamp.LAST_DATA_READ) >= before
-    assert server_side.timestamp(WebsocketTimestamp.CONNECTED) <= before
-    assert server_side.timestamp(WebsocketTimestamp.CLOSED) == 0.0
-    assert server_side._raw_socket is not None, "plain TCP uses the non-blocking write path"
+    stats = server_side.stats
+    assert stats.messages_received == 1
+    assert stats.messages_sent == 1
+    assert stats.frames_sent == 1
+    assert stats.bytes_sent == 2 + 5
+    assert stats.bytes_received == 6 + 3
+    assert stats.last_data_read >= before
+    assert stats.connected <= before
+    assert stats.closed == 0.0
+    with pytest.warns(DeprecationWarning):
+        assert server_side.count(WebsocketCount.MESSAGES_SENT) == 1
+    with pytest.warns(DeprecationWarning):
+        assert server_side.timestamp(WebsocketTimestamp.CONNECTED) == stats.connected
     done.set()
     client.close()
 

@@ -13,7 +13,8 @@ from hypothesis import strategies as st
 
 import geventws
 from geventws.protocol.close import is_sendable_code
-from geventws.protocol.events import ProtocolFailure
+from geventws.protocol.engine import EngineState, LeanEngine
+from geventws.protocol.events import Close, ProtocolFailure
 from geventws.protocol.limits import MessageLimits
 from geventws.protocol.wsproto_engine import WsprotoEngine
 
@@ -98,13 +99,26 @@ def test_arbitrary_bytes_end_in_a_proper_close(fuzz_server, caplog, garbage, com
     assert not [record for record in caplog.records if record.levelno >= logging.ERROR]
 
 
-@settings(max_examples=500, deadline=None)
-@given(chunks=st.lists(st.binary(max_size=300), max_size=8))
-def test_protocol_engine_never_raises_on_arbitrary_input(chunks):
-    protocol = WsprotoEngine(MessageLimits(4096, 4096))
+@settings(max_examples=300, deadline=None)
+@given(chunks=st.lists(st.binary(max_size=300), max_size=8), engine=st.sampled_from(["lean", "wsproto"]))
+def test_engines_answer_any_input_with_events_or_one_failing_close(chunks, engine):
+    """Arbitrary bytes never raise; a failure queues exactly one close frame with its code, and parsing stops."""
+    limits = MessageLimits(4096, 4096)
+    protocol = LeanEngine(limits) if engine == "lean" else WsprotoEngine(limits)
     for chunk in chunks:
-        events = list(protocol.receive(chunk))
-        if any(isinstance(event, ProtocolFailure) for event in events) or protocol.close_received:
+        events = protocol.receive(chunk)
+        sent = protocol.data_to_send()
+        failures = [event for event in events if isinstance(event, ProtocolFailure)]
+        if failures:
+            assert failures == events[-1:]
+            closes = [frame for frame in sent if frame[0] == 0x88]
+            assert len(closes) == 1
+            assert struct.unpack("!H", closes[0][2:4])[0] == failures[0].code
+            assert protocol.failed and protocol.state is EngineState.CLOSED
+            assert protocol.receive(b"\x81\x80abcd") == []
+            break
+        if protocol.state is EngineState.CLOSED:
+            assert isinstance(events[-1], Close) and sent[-1][0] == 0x88  # the close echo
             break
 
 

@@ -308,7 +308,7 @@ def test_heartbeat_keeps_an_answering_peer_and_measures_latency(serve):
     with pytest.raises(gevent.Timeout), gevent.Timeout(1.5):
         client.recv()  # answers each ping while waiting for a message that never comes
     assert not server_side.is_closed
-    assert server_side.count(geventws.WebsocketCount.PINGS_SENT) >= 3
+    assert server_side.stats.pings_sent >= 3
     assert server_side.latency is not None
     client.close()
 

@@ -1,16 +1,19 @@
-"""One WebSocket connection after the handshake: the reader greenlet, serialized writes, the close.
+"""One WebSocket connection after the handshake: the reader greenlet, the writer, the close.
 
 Concurrency guarantees:
 
 - Exactly one greenlet (the reader, started by :meth:`WebsocketClient.start`)
-  reads the socket.  It answers pings and completes the close handshake on
-  its own, so they happen while the handler is busy elsewhere.
-- Any greenlet may send.  Each frame is serialized and written under the
-  write lock with ``sendall``, so frames never interleave; a whole message is
-  also held under the message lock, so the frames of two messages never
-  interleave either, while control frames (pong, close) may go in between.
+  reads the socket.  It feeds the protocol engine, writes what the engine
+  queued in answer (pongs, the close echo, the close of a failure) and hands
+  messages to the handler, so pings and closes are answered while the
+  handler is busy elsewhere.
+- Any greenlet may send; every frame goes through the connection's one
+  :class:`~.writer.Writer` (see there for the ordering guarantees).
 - What arrives is kept until the handler reads it, up to a receive window;
   past that the reader stops reading and TCP pushes back on the peer.
+- The close period holds whatever else is going on: once a close starts, a
+  timer drops TCP after ``close_period`` seconds, and a reader paused by the
+  rate limit wakes up to read the peer's answer.
 """
 
 from __future__ import annotations
@@ -19,9 +22,11 @@ import contextlib
 import itertools
 import logging
 import os
+import select
 import socket as stdlib_socket
 import struct
 import time
+import warnings
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
@@ -29,17 +34,16 @@ from typing import Any
 from typing import Protocol as TypingProtocol
 
 import gevent
-import gevent.socket
 import greenlet
 from gevent.event import Event
-from gevent.lock import Semaphore
 
 from ..protocol.close import CloseCode, WebsocketClosedException, WebsocketCloseInfo, is_sendable_code
+from ..protocol.engine import EngineState, ProtocolEngine
 from ..protocol.events import Close, Data, Ping, Pong, ProtocolFailure
 from ..protocol.frames import EncodedMessage
-from ..protocol.wsproto_engine import ProtocolEngine
 from .message import WebsocketMessage
 from .stats import ClientStats, WebsocketCount, WebsocketTimestamp
+from .writer import DEFAULT_WRITE_TIMEOUT, Writer
 
 logger = logging.getLogger("geventws.client")
 
@@ -53,7 +57,9 @@ MESSAGE_COST = 64
 #: Read in large chunks: one recv may carry many frames, or much of a large one.
 #: The buffer exists only while recv runs (an idle connection holds none).
 READ_SIZE = 256 * 1024
-
+#: A reader paused by the rate limit looks every this many seconds whether the peer hung up.
+_THROTTLE_SLICE = 1.0
+_PEER_GONE = select.POLLHUP | select.POLLERR | getattr(select, "POLLRDHUP", 0)
 
 
 class _IdSource:
@@ -86,16 +92,24 @@ _READ_BUFFER = memoryview(bytearray(READ_SIZE))
 
 
 class Heartbeat(TypingProtocol):
+    """Keeps idle connections alive and finds dead ones (:class:`~geventws.PeriodicHeartbeat`)."""
+
     def register(self, client: WebsocketClient) -> None: ...
     def unregister(self, client: WebsocketClient) -> None: ...
 
 
 class RateLimit(TypingProtocol):
-    def throttle(self, client: WebsocketClient, nbytes: int, nframes: int) -> None: ...
+    """Slows down how fast a client's data is read (:class:`~geventws.ConstantRateLimit`)."""
+
+    def throttle(self, client: WebsocketClient, nbytes: int, nframes: int) -> float:
+        """Account for a read of ``nbytes`` holding ``nframes`` frames; return how long to pause reading."""
+        ...
 
 
 @dataclass(frozen=True)
 class TlsInfo:
+    """What the TLS layer of a ``wss://`` connection negotiated."""
+
     version: str | None
     cipher: str | None
     alpn_protocol: str | None
@@ -106,7 +120,7 @@ CloseCallback = Callable[["WebsocketClient", WebsocketCloseInfo], Any]
 
 
 class WebsocketClient:
-    """The server's side of one WebSocket connection."""
+    """The server's side of one WebSocket connection, handed to the client handler."""
 
     # Slots: tens of thousands of idle connections each save a dict.
     __slots__ = (
@@ -119,23 +133,19 @@ class WebsocketClient:
         "stats",
         "latency",
         "missed_heartbeats",
+        "writer",
         "_socket",
-        "_raw_socket",
         "_leftover",
-        "_protocol",
+        "_engine",
         "_close_period",
         "_receive_window",
         "_heartbeat",
         "_rate_limit",
-        "_write_lock",
-        "_message_lock",
         "_incoming",
         "_incoming_ready",
         "_current",
         "_unread",
         "_room",
-        "_discarding",
-        "_failed",
         "_close_info",
         "_close_timer",
         "_closed",
@@ -143,14 +153,14 @@ class WebsocketClient:
         "_pings",
         "_ping_counter",
         "_reader",
-        "_small_message",
+        "_throttled_until",
         "__weakref__",
     )
 
     def __init__(
         self,
         sock: stdlib_socket.socket,
-        protocol: ProtocolEngine,
+        engine: ProtocolEngine,
         *,
         leftover: bytes = b"",
         subprotocol: str | None = None,
@@ -159,47 +169,48 @@ class WebsocketClient:
         receive_window: int = DEFAULT_RECEIVE_WINDOW,
         heartbeat: Heartbeat | None = None,
         rate_limit: RateLimit | None = None,
+        write_timeout: float | None = DEFAULT_WRITE_TIMEOUT,
     ) -> None:
+        #: Unique across processes and machines (see :data:`client_ids`).
         self.id: int = client_ids.next()
+        #: The subprotocol the handshake agreed on, or ``None``.
         self.subprotocol = subprotocol
+        #: Whether permessage-deflate was negotiated.
         self.is_compression_enabled = compression_enabled
+        #: The peer's address as the socket sees it (behind a proxy, see the endpoint's ``remote_addr``).
         self.remote_address = _address(sock.getpeername)
         self.local_address = _address(sock.getsockname)
+        #: What TLS negotiated, or ``None`` on a plain connection.
         self.tls_info = _tls_info(sock)
+        #: Counters and timestamps: the one place to read them.
+        self.stats = ClientStats()
+        #: Seconds between the last answered ping and its pong, or ``None``.
+        self.latency: float | None = None
+        #: Heartbeat pings sent since data last arrived.
+        self.missed_heartbeats = 0
         self._socket = sock
-        # The OS socket under a plain gevent socket, for non-blocking writes;
-        # never under TLS, where it would carry plaintext.
-        self._raw_socket = sock._sock if type(sock) is gevent.socket.socket else None  # type: ignore[attr-defined]
         self._leftover = leftover  # what arrived with the handshake
-        self._protocol = protocol
-        # Text up to a quarter of the split threshold is one frame however it encodes.
-        self._small_message = protocol.frame_split_threshold // 4
+        self._engine = engine
         self._close_period = close_period
         self._receive_window = receive_window
         self._heartbeat = heartbeat
         self._rate_limit = rate_limit
-        self.stats = ClientStats()
-
-        self._write_lock = Semaphore()
-        self._message_lock = Semaphore()
+        #: The one write path (the gateway writes through it too).
+        self.writer = Writer(sock, engine, self.stats, self._closed_error, write_timeout)
         self._incoming: deque[WebsocketMessage] = deque()
         self._incoming_ready = Event()
         self._current: WebsocketMessage | None = None
         self._unread = 0
-        self._room = Event()
+        self._room = Event()  # set while the reader may read (window not full, not throttled)
         self._room.set()
-        self._discarding = False  # closing: received data messages are dropped
-        self._failed = False  # protocol error: nothing more is parsed
         self._close_info: WebsocketCloseInfo | None = None
         self._close_timer: gevent.Greenlet | None = None
         self._closed = Event()
         self._close_callbacks: list[CloseCallback] = []
         self._pings: list[tuple[bytes, float]] = []  # sent, not yet answered (the last 32)
         self._ping_counter = 0
-        self.latency: float | None = None
-        #: Heartbeat pings sent since data last arrived.
-        self.missed_heartbeats = 0
         self._reader: greenlet.greenlet | None = None
+        self._throttled_until = 0.0
 
     def __repr__(self) -> str:
         return f"<WebsocketClient #{self.id} {self.remote_address}>"
@@ -213,27 +224,42 @@ class WebsocketClient:
 
     @property
     def close_info(self) -> WebsocketCloseInfo | None:
-        """How the connection closed, or ``None`` while it is open."""
+        """How the connection closed (code, reason, when, which side), or ``None`` while it is open."""
         return self._close_info
 
     @property
     def unanswered_pings(self) -> int:
+        """Pings sent and not answered yet (at most the last 32 are remembered)."""
         return len(self._pings)
 
+    @property
+    def is_throttled(self) -> bool:
+        """Whether the rate limit has paused reading from this client right now."""
+        return self._throttled_until > time.monotonic()
+
     def count(self, which: WebsocketCount) -> int:
+        """Deprecated: read ``client.stats.<name>`` instead."""
+        warnings.warn("count() is deprecated; read client.stats instead", DeprecationWarning, stacklevel=2)
         return self.stats.count(which)
 
     def timestamp(self, which: WebsocketTimestamp) -> float:
+        """Deprecated: read ``client.stats.<name>`` instead."""
+        warnings.warn("timestamp() is deprecated; read client.stats instead", DeprecationWarning, stacklevel=2)
         return self.stats.timestamp(which)
 
     def on_close(self, callback: CloseCallback) -> None:
-        """Call ``callback(client, close_info)`` once the connection is closed (at once if it is)."""
+        """Call ``callback(client, close_info)`` once the connection is closed (at once if it is).
+
+        Callbacks run in the reader greenlet after the socket is closed; an
+        exception is logged and does not stop the other callbacks.
+        """
         if self._closed.is_set():
             self._run_close_callback(callback)
         else:
             self._close_callbacks.append(callback)
 
     def wait_closed(self, timeout: float | None = None) -> bool:
+        """Wait until the connection is closed and its socket released; False on timeout."""
         return bool(self._closed.wait(timeout))
 
     # --------------------------------------------------------------- receive
@@ -250,7 +276,11 @@ class WebsocketClient:
             self._heartbeat.register(self)
 
     def receive(self, timeout: float | None = None) -> WebsocketMessage | None:
-        """The next message, as soon as its first frame arrived; ``None`` once the connection closed."""
+        """The next message, as soon as its first frame arrived; ``None`` once the connection closed.
+
+        Raises :class:`TimeoutError` when ``timeout`` seconds pass first.
+        Messages that arrived before the close are still returned.
+        """
         while not self._incoming:
             if self._close_info is not None:
                 return None
@@ -261,45 +291,68 @@ class WebsocketClient:
         return self._incoming.popleft()
 
     def __iter__(self) -> Iterator[WebsocketMessage]:
+        """The messages until the connection closes."""
         while (message := self.receive()) is not None:
             yield message
 
     # ------------------------------------------------------------------ send
 
     def send_text(self, text: str) -> None:
+        """Send one text message, split into frames at the split threshold.
+
+        Blocks until the socket took it.  Raises :class:`TypeError` for
+        anything but ``str``, and :class:`~geventws.WebsocketClosedException`
+        once the connection is closing or lost.
+        """
         if not isinstance(text, str):
             raise TypeError(f"send_text() takes str, not {type(text).__name__}")
-        self._send_message(text)
+        self.writer.send_message(text)
 
     def send_binary(self, data: bytes | bytearray | memoryview) -> None:
+        """Send one binary message; as :meth:`send_text`, for bytes-like data."""
         if not isinstance(data, (bytes, bytearray, memoryview)):
             raise TypeError(f"send_binary() takes bytes, not {type(data).__name__}")
-        self._send_message(bytes(data))
+        self.writer.send_message(bytes(data))
 
     def stream_text(self, chunks: Iterable[str]) -> None:
-        """Send one text message made of ``chunks`` as they come (one or more frames each)."""
+        """Send one text message made of ``chunks`` as they come (one or more frames each).
+
+        Other messages wait until the stream ends; pings and pongs do not.  If
+        the iterable raises, the peer has seen part of a message, so the
+        connection is closed with 1011 and the error propagates.
+        """
         self._stream(chunks, str)
 
     def stream_binary(self, chunks: Iterable[bytes]) -> None:
-        """Send one binary message made of ``chunks`` as they come (one or more frames each)."""
+        """Send one binary message made of ``chunks`` as they come; as :meth:`stream_text`."""
         self._stream(chunks, bytes)
 
+    def send_encoded(self, message: EncodedMessage) -> None:
+        """Send a message serialized once for many clients (see :mod:`geventws.gateway`)."""
+        if self.is_compression_enabled:
+            self.writer.send_message(message.data)  # compressed frames depend on this connection's context
+        else:
+            self.writer.send_encoded(message)
+
     def ping(self) -> None:
-        """Send a ping; its pong updates :attr:`latency`."""
+        """Send a ping; its pong updates :attr:`latency`.  Raises :class:`~geventws.WebsocketClosedException`."""
         self._ping_counter += 1
         payload = struct.pack("!Q", self._ping_counter)
-        with self._write_lock:
-            self._check_open()
-            if len(self._pings) >= 32:
-                del self._pings[0]
-            self._pings.append((payload, time.monotonic()))
-            self._sendall(self._protocol.ping(payload))
-            self.stats.pings_sent += 1
-            self.stats.last_heartbeat = time.time()
+        if len(self._pings) >= 32:
+            del self._pings[0]
+        self._pings.append((payload, time.monotonic()))
+        self.writer.send_ping(payload)
+        self.stats.pings_sent += 1
+        self.stats.last_heartbeat = time.time()
 
     def heartbeat_ping(self) -> bool:
-        """Ping unless a write is in progress (then the peer is busy reading, not gone); for heartbeats."""
-        if self._write_lock.locked() or self._close_info is not None:
+        """Ping for the heartbeat; False, without counting a miss, when the peer cannot be judged.
+
+        A write in progress means the peer is busy reading, not gone; a
+        throttled client's pongs sit unread because we paused reading, not
+        because it stopped answering.
+        """
+        if self.writer.is_busy or self._close_info is not None or self.is_throttled:
             return False
         try:
             self.ping()
@@ -313,7 +366,8 @@ class WebsocketClient:
 
         The first close wins: later calls, and calls after the peer closed,
         only wait.  Called from the reader greenlet (a close callback), it does
-        not wait.
+        not wait.  Raises :class:`ValueError` for a code that may not be sent
+        or a reason over 123 bytes of UTF-8.
         """
         if not is_sendable_code(code):
             raise ValueError(f"Close code {code} may not be sent (use 1000-1003, 1007-1014 or 3000-4999)")
@@ -323,93 +377,14 @@ class WebsocketClient:
         if gevent.getcurrent() is not self._reader:
             self._closed.wait()
 
-    def send_encoded(self, message: EncodedMessage) -> None:
-        """Send a message serialized once for many clients (see :mod:`.gateway`)."""
-        if self.is_compression_enabled:
-            self._send_message(message.data)  # compressed frames depend on this connection's context
-            return
-        with self._message_lock, self._write_lock:
-            self._check_open()
-            self._sendall(message.wire)
-            self._count_encoded(message)
-
-    def begin_encoded(self, message: EncodedMessage) -> int:
-        """Write as much of ``message`` as the socket takes right now, without blocking.
-
-        For broadcasts: most sockets take a message at once, and then no
-        greenlet is needed.  Returns the number of bytes written, or -1 when it
-        cannot start now (another send is in progress, the connection uses
-        compression or TLS).  When only part was written, the message and write
-        locks stay held so nothing can slip into the middle of the frame, and
-        the caller must call :meth:`finish_encoded` with that offset.
-        """
-        if self.is_compression_enabled or self._write_lock.locked() or self._message_lock.locked():
-            return -1
-        self._check_open()
-        wire = message.wire
-        try:
-            written = self._send_nowait(wire)
-        except OSError as error:
-            raise self._lost(error) from error
-        if written < 0:
-            return -1
-        if written:
-            self.stats.bytes_sent += written
-            self.stats.last_send = time.time()
-        if written == len(wire):
-            self._count_encoded(message)
-        elif written:
-            self._message_lock.acquire()
-            self._write_lock.acquire()
-        return written
-
-    def finish_encoded(self, message: EncodedMessage, offset: int) -> None:
-        """Write the rest of a message :meth:`begin_encoded` started, then release the locks."""
-        try:
-            self._sendall(memoryview(message.wire)[offset:])
-            self._count_encoded(message)
-        finally:
-            self._write_lock.release()
-            self._message_lock.release()
-
-    def abandon_encoded(self) -> None:
-        """Give up a message :meth:`begin_encoded` started: part of a frame went out, so the connection is dropped."""
-        self.abort()
-        self._write_lock.release()
-        self._message_lock.release()
-
-    def _count_encoded(self, message: EncodedMessage) -> None:
-        self._count_message(message.frame_count)
-
-    def _count_message(self, frames: int) -> None:
-        """A whole message went out (after its last write, which set ``last_send``); ``frames`` not yet counted."""
-        stats = self.stats
-        stats.frames_sent += frames
-        stats.messages_sent += 1
-        stats.last_data_send = stats.last_send
-
-    def _send_message(self, data: str | bytes) -> None:
-        if len(data) <= self._small_message and not self._message_lock.locked():
-            # One frame, and no streamed message in progress: the write lock is enough.
-            with self._write_lock:
-                self._check_open()
-                self._sendall(self._protocol.small_message(data))
-                self._count_message(1)
-            return
-        with self._message_lock:
-            writes = self._protocol.message_frames(data)
-            while True:
-                with self._write_lock:
-                    self._check_open()
-                    write = next(writes, None)
-                    if write is None:
-                        break
-                    self._sendall_parts(write[0])
-                    self.stats.frames_sent += write[1]
-            self._count_message(0)
+    def abort(self) -> None:
+        """Drop TCP without a close frame: the reader sees end of file and finishes (1006)."""
+        with contextlib.suppress(OSError):
+            self._socket.shutdown(stdlib_socket.SHUT_RDWR)
 
     def _stream(self, chunks: Iterable[Any], kind: type[str] | type[bytes]) -> None:
-        with self._message_lock:
+        writer = self.writer
+        with writer.message():
             self._check_open()
             pending: str | bytes | None = None
             try:
@@ -417,7 +392,7 @@ class WebsocketClient:
                     if not isinstance(chunk, kind):
                         raise TypeError(f"stream chunks must be {kind.__name__}, not {type(chunk).__name__}")
                     if pending:
-                        self._send_frame(pending, False)
+                        writer.send_chunk(pending, False)
                     pending = chunk
             except WebsocketClosedException:
                 raise
@@ -425,80 +400,17 @@ class WebsocketClient:
                 # The peer saw part of a message: the connection cannot carry another.
                 self._initiate_close(CloseCode.UNEXPECTED_SERVER_ERROR, "Message stream failed")
                 raise
-            self._send_frame(pending if pending is not None else kind(), True)
-            self._count_message(0)
-
-    def _send_frame(self, data: str | bytes, fin: bool) -> None:
-        """Send one streamed chunk (as several frames if it is large)."""
-        for piece, piece_fin in _pieces(data, self._protocol.frame_split_threshold, fin):
-            with self._write_lock:
-                self._check_open()
-                self._sendall(self._protocol.frame(piece, piece_fin))
-                self.stats.frames_sent += 1
+            writer.send_chunk(pending if pending is not None else kind(), True)
 
     def _check_open(self) -> None:
+        if self._close_info is not None:
+            raise self._closed_error()
+
+    def _closed_error(self) -> WebsocketClosedException:
         info = self._close_info
-        if info is not None:
-            raise WebsocketClosedException(info.code, info.reason)
-
-    def _sendall(self, data: bytes | memoryview) -> None:
-        """Write one serialized frame; the caller holds the write lock."""
-        try:
-            # gevent's sendall is a Python loop; a socket with room takes the
-            # frame in one non-blocking send, the common case.
-            sent = self._send_nowait(data)
-            if sent < len(data):
-                self._socket.sendall(memoryview(data)[max(sent, 0) :])
-        except OSError as error:
-            raise self._lost(error) from error
-        self.stats.bytes_sent += len(data)
-        self.stats.last_send = time.time()
-
-    def _sendall_parts(self, parts: list[bytes | memoryview]) -> None:
-        """Write several buffers as one: gathered by sendmsg when the socket has room, joined otherwise."""
-        if len(parts) == 1:
-            self._sendall(parts[0])
-            return
-        total = sum(map(len, parts))
-        raw = self._raw_socket
-        try:
-            sent = -1
-            if raw is not None:
-                try:
-                    sent = raw.sendmsg(parts)
-                except BlockingIOError:
-                    sent = 0
-            if sent < total:
-                self._socket.sendall(memoryview(b"".join(parts))[max(sent, 0) :])
-        except OSError as error:
-            raise self._lost(error) from error
-        self.stats.bytes_sent += total
-        self.stats.last_send = time.time()
-
-    def _lost(self, error: OSError) -> WebsocketClosedException:
-        """A write failed: drop TCP (the reader records 1006) and tell the sender."""
-        self.abort()
-        return WebsocketClosedException(CloseCode.ABNORMAL_CLOSE, "Connection lost", str(error))
-
-    def _send_nowait(self, data: bytes | memoryview) -> int:
-        """One non-blocking send on the OS socket under gevent's: bytes written, or -1 without one (TLS)."""
-        raw = self._raw_socket
-        if raw is None:
-            return -1
-        try:
-            return int(raw.send(data))
-        except BlockingIOError:
-            return 0
-
-    def _send_control(self, frame: bytes) -> None:
-        with self._write_lock:
-            try:
-                self._socket.sendall(frame)
-            except OSError:
-                self.abort()
-                return
-            self.stats.bytes_sent += len(frame)
-            self.stats.frames_sent += 1
+        if info is None:
+            return WebsocketClosedException(CloseCode.ABNORMAL_CLOSE, "Connection lost")
+        return WebsocketClosedException(info.code, info.reason)
 
     # ----------------------------------------------------------------- close
 
@@ -506,32 +418,27 @@ class WebsocketClient:
         if self._close_info is not None:
             return
         self._record_close(code, reason, by_peer=False)
-        self._stop_receiving()
         # Armed first: if a stalled peer blocks the write below, the abort frees it.
         self._close_timer = gevent.spawn_later(self._close_period, self.abort)
-        if self._protocol.is_open:
-            self._send_control(self._protocol.close(code, reason))
+        if self._engine.send_close(code, reason):
+            self._send_control()
 
     def _record_close(self, code: int, reason: str, by_peer: bool) -> None:
+        """The first close, whoever started it: nothing can be sent from now on; waiters wake up."""
         now = time.time()
         self._close_info = WebsocketCloseInfo(code, reason, now, by_peer)
         self.stats.closed = now
-
-    def _stop_receiving(self) -> None:
-        """Closing: drop further data, fail a half-received message, wake every waiter."""
-        self._discarding = True
-        self._room.set()
+        self._throttled_until = 0.0
+        self._room.set()  # a paused reader must read the peer's answer within the close period
         self._incoming_ready.set()
         if self._current is not None:
-            info = self._close_info
-            assert info is not None
-            self._current._fail(WebsocketClosedException(info.code, info.reason))
+            self._current._fail(WebsocketClosedException(code, reason))
             self._current = None
 
-    def abort(self) -> None:
-        """Drop TCP: the reader sees end of file and finishes."""
-        with contextlib.suppress(OSError):
-            self._socket.shutdown(stdlib_socket.SHUT_RDWR)
+    def _send_control(self) -> None:
+        """Write what the engine queued; a failed write has dropped TCP already, so the reader will finish."""
+        with contextlib.suppress(WebsocketClosedException):
+            self.writer.send_control()
 
     # ---------------------------------------------------------------- reader
 
@@ -542,14 +449,16 @@ class WebsocketClient:
         # copying what it keeps, before anything can switch greenlets.
         read_into = self._socket.recv_into
         buffer = _READ_BUFFER
+        engine = self._engine
         try:
             if self._leftover:
                 data, self._leftover = self._leftover, b""
                 self._on_data(data)
-            while not self._protocol.is_closed:
-                if self._unread >= self._receive_window and not self._discarding:
-                    self._room.clear()
-                    self._room.wait()
+            # Both close frames exchanged: stop and close TCP first (RFC 6455 section 7.1.1).
+            # After a failure, drain until the peer closes or the close timer drops it.
+            while engine.state is not EngineState.CLOSED or engine.failed:
+                if self._must_pause():
+                    self._wait_for_room()
                     continue
                 size = read_into(buffer)
                 if not size:
@@ -567,64 +476,96 @@ class WebsocketClient:
         stats.bytes_received += len(data)
         stats.last_read = time.time()
         self.missed_heartbeats = 0
-        if self._failed:
-            return
         frames_before = stats.frames_received
-        for event in self._protocol.receive(data):
+        answer = False  # the engine queued control frames to write
+        for event in self._engine.receive(data):
             kind = type(event)
             if kind is Data:
                 self._on_message_data(event)  # type: ignore[arg-type]
             elif kind is Ping:
-                self._on_ping(event)  # type: ignore[arg-type]
+                stats.frames_received += 1
+                stats.pings_received += 1
+                answer = True
             elif kind is Pong:
                 self._on_pong(event)  # type: ignore[arg-type]
             elif kind is Close:
                 self._on_close_frame(event)  # type: ignore[arg-type]
+                answer = True
             else:
                 self._on_failure(event)  # type: ignore[arg-type]
-        if self._rate_limit is not None:
-            self._rate_limit.throttle(self, len(data), stats.frames_received - frames_before)
+                answer = True
+        if answer:
+            self._send_control()  # pongs, the close echo, the close of a failure
+            if self._engine.failed:
+                self._half_close()
+        if self._rate_limit is not None and self._close_info is None:
+            delay = self._rate_limit.throttle(self, len(data), stats.frames_received - frames_before)
+            if delay:
+                self._throttled_until = time.monotonic() + delay
 
     def _on_message_data(self, event: Data) -> None:
+        stats = self.stats
         if event.frame_finished:
-            self.stats.frames_received += 1
-        if self._discarding:
-            return
+            stats.frames_received += 1
+        if self._close_info is not None:
+            return  # closing: data that still arrives is dropped
         payload = event.payload
         message = self._current
         if message is None:
             if event.message_finished:  # whole in one chunk: the hot path
                 message = WebsocketMessage.complete(event.is_binary, payload, self._consumed)
                 self._unread += len(payload) + MESSAGE_COST
-                self._incoming.append(message)
-                self._incoming_ready.set()
-                self.stats.messages_received += 1
-                self.stats.last_data_read = self.stats.last_read
+                self._queue(message)
+                stats.messages_received += 1
+                stats.last_data_read = stats.last_read
                 return
             message = self._current = WebsocketMessage(event.is_binary, self._consumed)
             self._unread += MESSAGE_COST
-            self._incoming.append(message)
-            self._incoming_ready.set()
+            self._queue(message)
         if payload:
             self._unread += len(payload)
             message._feed(payload)
         if event.message_finished:
             message._finish()
             self._current = None
-            self.stats.messages_received += 1
-            self.stats.last_data_read = self.stats.last_read
+            stats.messages_received += 1
+            stats.last_data_read = stats.last_read
+
+    def _queue(self, message: WebsocketMessage) -> None:
+        self._incoming.append(message)
+        self._incoming_ready.set()
 
     def _consumed(self, size: int) -> None:
         self._unread -= size
         if self._unread < self._receive_window:
-            self._room.set()
+            self._room.set()  # wakes a reader paused on a full window
 
-    def _on_ping(self, event: Ping) -> None:
-        self.stats.frames_received += 1
-        self.stats.pings_received += 1
-        if self._protocol.is_open:
-            self._send_control(self._protocol.pong(event.payload))
-            self.stats.pongs_sent += 1
+    def _must_pause(self) -> bool:
+        return self._close_info is None and (bool(self._throttled_until) or self._unread >= self._receive_window)
+
+    def _wait_for_room(self) -> None:
+        """One pause: the receive window is full, or the rate limit asked for a pause.
+
+        A throttled pause is cut into slices: between them, a peer that hung
+        up is noticed (its fd is released at once), and a close wakes the
+        reader at once (the close period holds).
+        """
+        pause = self._throttled_until - time.monotonic()
+        if self._throttled_until and pause <= 0:
+            self._throttled_until = 0.0
+            return
+        self._room.clear()
+        woken = self._room.wait(min(pause, _THROTTLE_SLICE) if pause > 0 else None)
+        if not woken and self._peer_hung_up():
+            self._throttled_until = 0.0  # read on: the reader sees end of file and finishes
+
+    def _peer_hung_up(self) -> bool:
+        try:
+            poller = select.poll()
+            poller.register(self._socket.fileno(), select.POLLIN | _PEER_GONE)
+            return any(mask & _PEER_GONE for _, mask in poller.poll(0))
+        except (OSError, ValueError):
+            return True
 
     def _on_pong(self, event: Pong) -> None:
         self.stats.frames_received += 1
@@ -637,25 +578,20 @@ class WebsocketClient:
                 break
 
     def _on_close_frame(self, event: Close) -> None:
+        # The engine has queued (and _on_data written) the echo.  Both close
+        # frames are now exchanged: the read loop ends and TCP is closed.
         self.stats.frames_received += 1
         if self._close_info is None:
             self._record_close(event.code, event.reason, by_peer=True)
-            self._stop_receiving()
-            echo = event.code if is_sendable_code(event.code) else None
-            self._send_control(self._protocol.close(echo))
-        # Either way both close frames are now exchanged: the reader loop ends
-        # and the server closes TCP first, as RFC 6455 section 7.1.1 asks.
 
     def _on_failure(self, failure: ProtocolFailure) -> None:
-        """Fail the connection (RFC 6455 section 7.1.7): close frame, then TCP without waiting to parse more."""
+        """Fail the connection (RFC 6455 section 7.1.7); the engine queued its close frame."""
         logger.info("%r: closing with %d: %s", self, failure.code, failure.reason)
-        self._failed = True
         if self._close_info is None:
             self._record_close(failure.code, failure.reason, by_peer=False)
-            self._stop_receiving()
-            if self._protocol.is_open:
-                self._send_control(self._protocol.close(failure.code, failure.reason))
-        # Half-close so our close frame is delivered, then drain until the peer closes too.
+
+    def _half_close(self) -> None:
+        """After failing: our close frame is written; stop writing and drain until the peer closes too."""
         with contextlib.suppress(OSError):
             self._socket.shutdown(stdlib_socket.SHUT_WR)
         if self._close_timer is None:
@@ -664,7 +600,6 @@ class WebsocketClient:
     def _finish(self) -> None:
         if self._close_info is None:
             self._record_close(CloseCode.ABNORMAL_CLOSE, "Connection lost without a close frame", by_peer=True)
-        self._stop_receiving()
         if self._close_timer is not None:
             self._close_timer.kill(block=False)
         if self._heartbeat is not None:
@@ -683,16 +618,6 @@ class WebsocketClient:
             callback(self, info)
         except Exception:
             logger.exception("%r: close callback %r failed", self, callback)
-
-
-def _pieces(data: str | bytes, size: int, fin: bool) -> Iterator[tuple[str | bytes, bool]]:
-    """Split one streamed chunk into frames of at most ``size``; only the last may carry FIN."""
-    if len(data) <= size:
-        yield data, fin
-        return
-    for start in range(0, len(data), size):
-        end = start + size
-        yield data[start:end], fin and end >= len(data)
 
 
 def _address(getter: Callable[[], Any]) -> Any:

@@ -1,21 +1,23 @@
-"""Building a :class:`~geventws.client.WebsocketClient` for an accepted connection, with its limits."""
+"""Building a :class:`~.client.WebsocketClient` for an accepted connection, with its limits."""
 
 from __future__ import annotations
 
 import enum
 import socket
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 from typing import Protocol as TypingProtocol
 
-from werkzeug.wrappers import Request, Response
-
 from ..protocol.deflate import NegotiatedDeflate
-from ..protocol.engine import LeanEngine
+from ..protocol.engine import DEFAULT_FRAME_SPLIT_THRESHOLD, LeanEngine, ProtocolEngine
 from ..protocol.limits import DEFAULT_MESSAGE_SIZE_LIMIT, MessageLimits
-from ..protocol.wsproto_engine import DEFAULT_FRAME_SPLIT_THRESHOLD, ProtocolEngine, WsprotoEngine
+from ..protocol.wsproto_engine import WsprotoEngine
 from .client import DEFAULT_CLOSE_PERIOD, DEFAULT_RECEIVE_WINDOW, Heartbeat, RateLimit, WebsocketClient
 from .heartbeat import PeriodicHeartbeat
 from .rate_limit import ConstantRateLimit
+from .writer import DEFAULT_WRITE_TIMEOUT
+
+if TYPE_CHECKING:
+    from werkzeug.wrappers import Request, Response
 
 
 class _Default(enum.Enum):
@@ -27,6 +29,8 @@ DEFAULT: Literal[_Default.TOKEN] = _Default.TOKEN
 
 
 class WebsocketClientFactory(TypingProtocol):
+    """Builds the client of an accepted connection (the endpoint calls it once the 101 is written)."""
+
     def create_client(
         self,
         request: Request,
@@ -46,8 +50,12 @@ class Rfc6455ClientFactory:
     (:class:`ConstantRateLimit`); pass ``None`` to turn either off.
 
     ``engine`` picks the protocol engine: ``"fast"``, the lean one of
-    :mod:`.framing`, or ``"wsproto"``, the reference it is tested against
-    (several times slower per message; there for comparison and as a fallback).
+    :mod:`geventws.protocol.engine`, or ``"wsproto"``, the reference it is
+    tested against (several times slower per message; there for comparison
+    and as a fallback).
+
+    ``write_timeout`` drops a peer whose socket takes nothing for that many
+    seconds while a send is blocked (``None``: never).
 
     ``frame_size_limit`` defaults to ``message_size_limit``: most client
     libraries send a whole message as one frame, so a smaller frame limit would
@@ -66,6 +74,7 @@ class Rfc6455ClientFactory:
         close_period: float = DEFAULT_CLOSE_PERIOD,
         receive_window: int = DEFAULT_RECEIVE_WINDOW,
         engine: Literal["fast", "wsproto"] = "fast",
+        write_timeout: float | None = DEFAULT_WRITE_TIMEOUT,
     ) -> None:
         if message_size_limit <= 0 or (frame_size_limit is not None and frame_size_limit <= 0):
             raise ValueError("Size limits must be positive")
@@ -80,6 +89,7 @@ class Rfc6455ClientFactory:
         if engine not in ("fast", "wsproto"):
             raise ValueError(f"engine must be 'fast' or 'wsproto', not {engine!r}")
         self.engine = engine
+        self.write_timeout = write_timeout
 
     def create_client(
         self,
@@ -89,17 +99,18 @@ class Rfc6455ClientFactory:
         leftover: bytes,
         compression: NegotiatedDeflate | None,
     ) -> WebsocketClient:
+        """A client for ``sock`` with this factory's limits and the negotiated ``compression``."""
         limits = MessageLimits(self.message_size_limit, self.frame_size_limit, self.text_only)
-        protocol: ProtocolEngine
+        engine: ProtocolEngine
         if self.engine == "wsproto":
             extensions = [compression.wsproto_extension()] if compression is not None else []
-            protocol = WsprotoEngine(limits, extensions, self.frame_split_threshold)
+            engine = WsprotoEngine(limits, extensions, self.frame_split_threshold)
         else:
             deflate = compression.codec() if compression is not None else None
-            protocol = LeanEngine(limits, self.frame_split_threshold, deflate)
+            engine = LeanEngine(limits, self.frame_split_threshold, deflate)
         return WebsocketClient(
             sock,
-            protocol,
+            engine,
             leftover=leftover,
             subprotocol=response.headers.get("Sec-WebSocket-Protocol"),
             compression_enabled=compression is not None,
@@ -107,4 +118,5 @@ class Rfc6455ClientFactory:
             receive_window=self.receive_window,
             heartbeat=self.heartbeat,
             rate_limit=self.rate_limit,
+            write_timeout=self.write_timeout,
         )

@@ -1,16 +1,17 @@
 """Throttling how fast a client's data is read.
 
 The reader greenlet asks the rate limit after every read; when a client sends
-faster than allowed, the reader sleeps before reading again, so the kernel's
-buffers fill and TCP slows the peer down.  Nothing is disconnected.
+faster than allowed, the reader pauses before reading again, so the kernel's
+buffers fill and TCP slows the peer down.  Nothing is disconnected, and a
+pause never costs a well-behaved client its connection: the heartbeat does not
+judge a paused client, a close wakes the reader at once (the close period
+holds), and a peer that hangs up during a pause is noticed within a second.
 """
 
 from __future__ import annotations
 
 import time
 from typing import TYPE_CHECKING
-
-import gevent
 
 if TYPE_CHECKING:
     from .client import WebsocketClient
@@ -21,7 +22,7 @@ class ConstantRateLimit:
 
     A leaky bucket per client: each read adds its cost in seconds
     (``bytes / bytes_per_second``, ``frames / frames_per_second``); once a
-    client is more than ``burst`` seconds ahead, its reader sleeps off the excess.
+    client is more than ``burst`` seconds ahead, its reader pauses for the excess.
     """
 
     def __init__(self, bytes_per_second: int = 1024 * 1024, frames_per_second: int = 100, burst: float = 1.0) -> None:
@@ -32,7 +33,8 @@ class ConstantRateLimit:
         self.burst = burst
         self._ready_at: dict[int, float] = {}
 
-    def throttle(self, client: WebsocketClient, nbytes: int, nframes: int) -> None:
+    def throttle(self, client: WebsocketClient, nbytes: int, nframes: int) -> float:
+        """Account for one read; return the seconds the reader should pause (0.0: none)."""
         now = time.monotonic()
         ready_at = self._ready_at.get(client.id)
         if ready_at is None:
@@ -41,8 +43,7 @@ class ConstantRateLimit:
         ready_at = max(ready_at, now - self.burst)
         ready_at += max(nbytes / self.bytes_per_second, nframes / self.frames_per_second)
         self._ready_at[client.id] = ready_at
-        if ready_at > now:
-            gevent.sleep(ready_at - now)
+        return max(0.0, ready_at - now)
 
     def _forget(self, client: WebsocketClient, info: object) -> None:
         self._ready_at.pop(client.id, None)

@@ -1,27 +1,38 @@
-"""The lean protocol engine for connections without extensions: RFC 6455 framing in one pass.
+"""The protocol engine: RFC 6455 framing and the protocol's own answers, sans I/O.
 
-Why it exists: profiling the echo benchmark (``bench/``, 100 connections of
-16-byte messages) showed wsproto's per-frame machinery -- its byte buffer
-copies, the generator-driven parser, four extension hooks per frame, masking
-through translate tables and frozen-dataclass events -- taking most of the
-server's CPU, and the pure Python unmasking capping large messages at
-~100 MB/s.  This engine parses every frame of a received chunk in one loop,
-unmasks with the C loop of :mod:`.masking`, copies nothing but the unmasked
-payload, and reads a frame's payload as it arrives, so a large frame is never
-buffered whole.  It checks what wsproto checks (RFC 6455 sections 5 and 7):
-RSV bits, opcodes, masking, minimal length encoding, control frame rules,
-continuation order, UTF-8 of text and close reasons, close codes; plus the
-size limits before any payload is kept, and permessage-deflate through the
-capped :class:`~.compression.DeflateCodec`.  The wsproto engine
-(:mod:`.protocol`) remains as the reference it is tested against, and as an
+An engine is fed the bytes a peer sent and returns what they complete as
+:mod:`.events`; whatever the protocol itself must answer -- the pong to a
+ping, the echo of a close frame, the close frame that fails a connection --
+it queues for :meth:`ProtocolEngine.data_to_send`.  Messages go out through
+one entry point, :meth:`ProtocolEngine.encode`.  The engine keeps the one
+record of the connection's protocol state (open, closing, closed, failed);
+the connection layer only reads, feeds, writes what is queued and
+dispatches events.
+
+:class:`LeanEngine` serves every connection by default.  Why it exists:
+profiling the echo benchmark (``bench/``, 100 connections of 16-byte
+messages) showed wsproto's per-frame machinery -- its byte buffer copies, the
+generator-driven parser, four extension hooks per frame, masking through
+translate tables and frozen-dataclass events -- taking most of the server's
+CPU, and the pure Python unmasking capping large messages at ~100 MB/s.  This
+engine parses every frame of a received chunk in one loop, unmasks with the C
+loop of :mod:`.masking`, copies nothing but the unmasked payload, and reads a
+frame's payload as it arrives, so a large frame is never buffered whole.  It
+checks what wsproto checks (RFC 6455 sections 5 and 7): RSV bits, opcodes,
+masking, minimal length encoding, control frame rules, continuation order,
+UTF-8 of text and close reasons, close codes; plus the size limits before any
+payload is kept, and permessage-deflate through the capped
+:class:`~.deflate.DeflateCodec`.  :class:`~.wsproto_engine.WsprotoEngine`
+remains as the reference it is tested against, byte for byte, and as an
 option of :class:`~geventws.Rfc6455ClientFactory`.
 """
 
 from __future__ import annotations
 
 import codecs
+import enum
 import zlib
-from collections.abc import Iterator
+from typing import Protocol
 
 from .close import is_sendable_code
 from .deflate import DeflateCodec, InflateLimitError
@@ -30,10 +41,75 @@ from .frames import OPCODE_BINARY, OPCODE_CONTINUATION, OPCODE_TEXT, frame_heade
 from .limits import MessageLimits
 from .masking import apply_mask
 
-_OPEN, _LOCAL_CLOSING, _REMOTE_CLOSING, _CLOSED = range(4)
 _CLOSE, _PING, _PONG = 0x8, 0x9, 0xA
 _Utf8Decoder = codecs.getincrementaldecoder("utf-8")
-_WRITE_BATCH = 256 * 1024
+
+#: 32 KiB: frames this size keep per-frame overhead negligible while letting
+#: control frames (pongs, the close) slip in between the frames of a long message.
+DEFAULT_FRAME_SPLIT_THRESHOLD = 32 * 1024
+
+#: The frames of one message or chunk: the buffers to write, in order (header and
+#: payload slices, not joined), and how many frames they hold.
+Frames = tuple[list["bytes | memoryview"], int]
+
+
+class EngineState(enum.IntEnum):
+    """Where the close handshake stands (RFC 6455 section 7)."""
+
+    OPEN = 0  #: data flows both ways
+    LOCAL_CLOSING = 1  #: our close frame is queued or sent; waiting for the peer's
+    CLOSED = 2  #: both close frames exchanged, or the connection failed
+
+
+class ProtocolEngine(Protocol):
+    """What the connection layer needs of an engine (:class:`LeanEngine` or the wsproto reference).
+
+    Feeding never raises on bad input: a protocol violation or a limit comes
+    back as a :class:`~.events.ProtocolFailure` event, the failing close frame
+    is queued, and :attr:`failed` is set.
+    """
+
+    frame_split_threshold: int
+
+    @property
+    def state(self) -> EngineState:
+        """Where the close handshake stands."""
+        ...
+
+    @property
+    def failed(self) -> bool:
+        """Whether this side failed the connection (its close frame is queued; the peer's bytes are ignored)."""
+        ...
+
+    def receive(self, data: bytes | memoryview) -> list[Event]:
+        """Parse ``data`` completely and return its events; keep no reference to ``data`` (its buffer is reused).
+
+        Pongs, the close echo and the close frame of a failure are queued for
+        :meth:`data_to_send`.
+        """
+        ...
+
+    def data_to_send(self) -> list[bytes]:
+        """Take the control frames queued by :meth:`receive`, :meth:`send_ping` and :meth:`send_close`."""
+        ...
+
+    def encode(self, data: str | bytes, fin: bool = True) -> Frames:
+        """The frames of the next part of an outgoing message: a whole message, or a streamed chunk.
+
+        ``str`` starts a text message and ``bytes`` a binary one; until a call
+        with ``fin`` true, further calls continue the same message.  Frames are
+        cut at :attr:`frame_split_threshold` bytes of payload.  Raises
+        :class:`RuntimeError` unless the engine is :attr:`EngineState.OPEN`.
+        """
+        ...
+
+    def send_ping(self, payload: bytes) -> None:
+        """Queue a ping; :class:`RuntimeError` unless open."""
+        ...
+
+    def send_close(self, code: int | None, reason: str = "") -> bool:
+        """Queue our close frame (``None``: without a code); False if one was sent already."""
+        ...
 
 
 class _Failure(Exception):
@@ -44,15 +120,22 @@ class _Failure(Exception):
 
 
 class LeanEngine:
-    """Server side of one connection without extensions: bytes in, events out; messages in, bytes out."""
+    """The server side of one connection, with or without permessage-deflate: the default engine."""
 
-    def __init__(self, limits: MessageLimits, frame_split_threshold: int, deflate: DeflateCodec | None = None) -> None:
+    def __init__(
+        self,
+        limits: MessageLimits,
+        frame_split_threshold: int = DEFAULT_FRAME_SPLIT_THRESHOLD,
+        deflate: DeflateCodec | None = None,
+    ) -> None:
         self.message_size_limit = limits.message_size_limit
         self.frame_size_limit = limits.frame_size_limit
         self.text_only = limits.text_only
         self.frame_split_threshold = frame_split_threshold
-        self._state = _OPEN
+        self._state = EngineState.OPEN
         self._failed = False
+        self._remote_closed = False  # the peer's close frame arrived: nothing more is parsed
+        self._outgoing: list[bytes] = []
         self._pending = b""  # an incomplete frame header, or control frame
         # The data frame whose payload is arriving:
         self._remaining = 0
@@ -68,16 +151,16 @@ class LeanEngine:
         self._outbound_compressed = False
 
     @property
-    def is_open(self) -> bool:
-        return self._state == _OPEN
+    def state(self) -> EngineState:
+        return self._state
 
     @property
-    def is_closed(self) -> bool:
-        return self._state == _CLOSED
+    def failed(self) -> bool:
+        return self._failed
 
-    @property
-    def close_received(self) -> bool:
-        return self._state in (_REMOTE_CLOSING, _CLOSED)
+    def data_to_send(self) -> list[bytes]:
+        outgoing, self._outgoing = self._outgoing, []
+        return outgoing
 
     # ------------------------------------------------------------- receiving
 
@@ -86,7 +169,7 @@ class LeanEngine:
 
         Nothing returned or kept refers to ``data``: the caller may reuse its buffer.
         """
-        if self._failed or self._state >= _REMOTE_CLOSING:
+        if self._failed or self._remote_closed:
             return []  # after a close frame or an error nothing more is parsed
         if self._pending:
             data = self._pending + data
@@ -95,9 +178,15 @@ class LeanEngine:
         try:
             self._parse(data, events)
         except _Failure as failure:
-            self._failed = True
+            self._fail(failure.code, failure.reason)
             events.append(ProtocolFailure(failure.code, failure.reason))
         return events
+
+    def _fail(self, code: int, reason: str) -> None:
+        """Fail the connection (RFC 6455 section 7.1.7): queue our close frame, parse nothing more."""
+        self._failed = True
+        self.send_close(code, reason)
+        self._state = EngineState.CLOSED
 
     def _parse(self, data: bytes | memoryview, events: list[Event]) -> None:
         view = memoryview(data)
@@ -176,6 +265,8 @@ class LeanEngine:
         payload = apply_mask(frame[header:], bytes(frame[header - 4 : header]))
         if opcode == _PING:
             events.append(Ping(payload))
+            if self._state is EngineState.OPEN:
+                self._outgoing.append(frame_header(_PONG, len(payload)) + payload)
         elif opcode == _PONG:
             events.append(Pong(payload))
         else:
@@ -195,7 +286,11 @@ class LeanEngine:
                 close = Close(code, payload[2:].decode("utf-8"))
             except UnicodeDecodeError as error:
                 raise _Failure(1007, "Close reason is not valid UTF-8") from error
-        self._state = _CLOSED if self._state == _LOCAL_CLOSING else _REMOTE_CLOSING
+        self._remote_closed = True
+        if self._state is EngineState.OPEN:
+            # Echo the code (RFC 6455 section 5.5.1), or none where it may not be sent.
+            self.send_close(close.code if is_sendable_code(close.code) else None)
+        self._state = EngineState.CLOSED
         return close
 
     def _check_size(self, opcode: int, length: int, rsv1: bool) -> None:
@@ -266,90 +361,49 @@ class LeanEngine:
 
     # --------------------------------------------------------------- sending
 
-    def message_frames(self, data: str | bytes) -> Iterator[tuple[list[bytes | memoryview], int]]:
-        """One whole message as frames of at most the split threshold, joined into writes of about 256 KiB.
-
-        Yields each write, as the buffers to send in one gathered write
-        (no copy of the payload), with the number of frames it holds.  One
-        write per batch instead of per frame: fewer syscalls and lock round
-        trips, while a pong still gets through between batches.
-        """
+    def encode(self, data: str | bytes, fin: bool = True) -> Frames:
         self._check_sendable()
-        payload, opcode, compressed = self._encode(data)
-        split = self.frame_split_threshold
-        if len(payload) <= split:
-            yield [frame_header(opcode, len(payload), True, compressed) + payload], 1
-            return
-        batch: list[bytes | memoryview] = []
-        batched = 0
-        for header, piece in split_frames(payload, opcode, split, compressed):
-            batch.append(header)
-            batch.append(piece)
-            batched += len(piece)
-            if batched >= _WRITE_BATCH:
-                yield batch, len(batch) // 2
-                batch = []
-                batched = 0
-        if batch:
-            yield batch, len(batch) // 2
-
-    def small_message(self, data: str | bytes) -> bytes:
-        """A message small enough for one frame (before compression), serialized."""
-        self._check_sendable()
-        payload, opcode, compressed = self._encode(data)
-        return frame_header(opcode, len(payload), True, compressed) + payload
-
-    def _encode(self, data: str | bytes) -> tuple[bytes, int, bool]:
-        """The payload of a whole message, its opcode, and whether it is compressed."""
         is_text = isinstance(data, str)
-        payload = data.encode("utf-8") if isinstance(data, str) else data
-        opcode = OPCODE_TEXT if is_text else OPCODE_BINARY
-        if self._deflate is not None and self._deflate.worth_compressing(len(payload), is_text):
-            return self._deflate.deflate(payload, True), opcode, True
-        return payload, opcode, False
-
-    def frame(self, data: str | bytes, fin: bool) -> bytes:
-        """One frame of a message being streamed (compressed or not as its first frame decides)."""
-        self._check_sendable()
         payload = data.encode("utf-8") if isinstance(data, str) else data
         first = not self._outbound_opcode
         if first:
-            opcode = self._outbound_opcode = OPCODE_TEXT if isinstance(data, str) else OPCODE_BINARY
+            opcode = OPCODE_TEXT if is_text else OPCODE_BINARY
             self._outbound_compressed = self._deflate is not None and self._deflate.worth_compressing(
-                len(payload), isinstance(data, str)
+                len(payload), is_text
             )
         else:
             opcode = OPCODE_CONTINUATION
-        if self._outbound_compressed:
+        self._outbound_opcode = 0 if fin else (self._outbound_opcode or opcode)
+        compressed = self._outbound_compressed
+        if compressed:
             assert self._deflate is not None
             payload = self._deflate.deflate(payload, fin)
-        if fin:
-            self._outbound_opcode = 0
-        return frame_header(opcode, len(payload), fin, first and self._outbound_compressed) + payload
+        split = self.frame_split_threshold
+        if len(payload) <= split:  # one frame: the common case, one buffer
+            return [frame_header(opcode, len(payload), fin, first and compressed) + payload], 1
+        buffers: list[bytes | memoryview] = []
+        for header, piece in split_frames(payload, opcode, split, first and compressed, fin):
+            buffers.append(header)
+            buffers.append(piece)
+        return buffers, len(buffers) // 2
 
-    def ping(self, payload: bytes = b"") -> bytes:
+    def send_ping(self, payload: bytes) -> None:
         self._check_sendable()
-        return frame_header(_PING, len(payload)) + payload
+        self._outgoing.append(frame_header(_PING, len(payload)) + payload)
 
-    def pong(self, payload: bytes) -> bytes:
-        self._check_sendable()
-        return frame_header(_PONG, len(payload)) + payload
-
-    def close(self, code: int | None, reason: str = "") -> bytes:
-        """Our close frame (the answer, if the peer closed first); ``None`` sends none."""
-        if self._state == _OPEN:
-            self._state = _LOCAL_CLOSING
-        elif self._state == _REMOTE_CLOSING:
-            self._state = _CLOSED
-        else:
-            raise RuntimeError("A close frame was sent already")
+    def send_close(self, code: int | None, reason: str = "") -> bool:
+        if self._state is not EngineState.OPEN:
+            return False
+        self._state = EngineState.CLOSED if self._remote_closed else EngineState.LOCAL_CLOSING
         if code is None or code == 1005:
-            return frame_header(_CLOSE, 0)
-        payload = code.to_bytes(2, "big") + _truncate_utf8(reason, 123)
-        return frame_header(_CLOSE, len(payload)) + payload
+            self._outgoing.append(frame_header(_CLOSE, 0))
+        else:
+            payload = code.to_bytes(2, "big") + _truncate_utf8(reason, 123)
+            self._outgoing.append(frame_header(_CLOSE, len(payload)) + payload)
+        return True
 
     def _check_sendable(self) -> None:
-        if self._state != _OPEN:
+        if self._state is not EngineState.OPEN:
             raise RuntimeError("The connection is closing")
 
 

@@ -2,7 +2,7 @@
 
 A server never masks, so the bytes of an uncompressed message do not depend on
 the connection: a broadcast can build them once and write the same object to
-every socket (see :mod:`.gateway`).
+every socket (see :mod:`geventws.gateway`).
 """
 
 from __future__ import annotations
@@ -30,16 +30,22 @@ def frame_header(opcode: int, length: int, fin: bool = True, rsv1: bool = False)
 
 
 def split_frames(
-    payload: bytes, opcode: int, split: int, rsv1: bool = False
+    payload: bytes, opcode: int, split: int, rsv1: bool = False, fin: bool = True
 ) -> Iterator[tuple[bytes, bytes | memoryview]]:
-    """(header, payload slice) of each frame of a message cut at ``split`` bytes; slices are not copied."""
+    """(header, payload slice) of each frame of ``payload`` cut at ``split`` bytes; slices are not copied.
+
+    The one frame splitter: whole messages, streamed chunks and broadcasts are
+    all cut here, by bytes (a text frame may end inside a character; RFC 6455
+    checks UTF-8 per message, not per frame).  The first frame carries
+    ``opcode`` and ``rsv1``; the last carries FIN when ``fin``.
+    """
     if len(payload) <= split:
-        yield frame_header(opcode, len(payload), True, rsv1), payload
+        yield frame_header(opcode, len(payload), fin, rsv1), payload
         return
     view = memoryview(payload)
     for start in range(0, len(payload), split):
         piece = view[start : start + split]
-        last = start + split >= len(payload)
+        last = fin and start + split >= len(payload)
         if start == 0:
             yield frame_header(opcode, len(piece), last, rsv1), piece
         else:

@@ -1,58 +1,39 @@
-"""The reference protocol engine, on wsproto; and the interface both engines share.
+"""The reference protocol engine, on wsproto.
 
-A thin layer over wsproto's :class:`~wsproto.connection.Connection` that adds
-what a server needs and wsproto leaves out: size limits (see :mod:`.limits`),
-a capped inflater (:class:`~.compression.BoundedPerMessageDeflate`), splitting
-of large outgoing messages into frames, and telling a close sent by the peer
-apart from a protocol error detected here (wsproto reports both as a
-``CloseConnection`` event).  It reports the same :mod:`.events` as the lean
-engine of :mod:`.framing`, which serves connections by default; the tests
-feed both the same bytes and require the same events.  Choose it with
+A thin layer over wsproto's :class:`~wsproto.connection.Connection` that
+adds what a server needs and wsproto leaves out: size limits (see
+:mod:`.limits`), a capped inflater
+(:class:`~.deflate.BoundedPerMessageDeflate`), splitting of large outgoing
+messages into frames, the protocol's own answers (pong, close echo, the close
+of a failure) queued like :class:`~.engine.LeanEngine` queues them, and
+telling a close sent by the peer apart from a protocol error detected here
+(wsproto reports both as a ``CloseConnection`` event).  It satisfies the same
+:class:`~.engine.ProtocolEngine` interface; the tests feed both engines the
+same bytes and require the same events, codes and answers.  Choose it with
 ``Rfc6455ClientFactory(engine="wsproto")``.  Nothing here touches a socket.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
-from typing import Protocol
+from collections.abc import Sequence
 
 from wsproto import events as wsproto_events
 from wsproto.connection import Connection, ConnectionState, ConnectionType
 from wsproto.extensions import Extension
 
+from .close import is_sendable_code
+from .engine import DEFAULT_FRAME_SPLIT_THRESHOLD, EngineState, Frames
 from .events import Close, Data, Event, Ping, Pong, ProtocolFailure
 from .limits import MessageLimits
 
-#: 32 KiB: frames this size keep per-frame overhead negligible while letting
-#: control frames (pongs, the close) slip in between the frames of a long message.
-DEFAULT_FRAME_SPLIT_THRESHOLD = 32 * 1024
-
-
-class ProtocolEngine(Protocol):
-    """What the connection needs of a protocol engine (:class:`WsprotoEngine` or ``LeanEngine``)."""
-
-    frame_split_threshold: int
-
-    @property
-    def is_open(self) -> bool: ...
-    @property
-    def is_closed(self) -> bool: ...
-    @property
-    def close_received(self) -> bool: ...
-    def receive(self, data: bytes | memoryview) -> list[Event]:
-        """Parse ``data`` completely; keep no reference to it (its buffer is reused)."""
-        ...
-
-    def message_frames(self, data: str | bytes) -> Iterator[tuple[list[bytes | memoryview], int]]: ...
-    def small_message(self, data: str | bytes) -> bytes: ...
-    def frame(self, data: str | bytes, fin: bool) -> bytes: ...
-    def ping(self, payload: bytes = b"") -> bytes: ...
-    def pong(self, payload: bytes) -> bytes: ...
-    def close(self, code: int | None, reason: str = "") -> bytes: ...
+_STATES = {
+    ConnectionState.OPEN: EngineState.OPEN,
+    ConnectionState.LOCAL_CLOSING: EngineState.LOCAL_CLOSING,
+}
 
 
 class WsprotoEngine:
-    """One server-side connection with extensions, after the handshake."""
+    """The server side of one connection, on wsproto: the reference the lean engine is tested against."""
 
     def __init__(
         self,
@@ -68,24 +49,27 @@ class WsprotoEngine:
         # Limits go last so that they see the payload after decompression.
         self._connection = Connection(ConnectionType.SERVER, [*extensions, limits])
         self.frame_split_threshold = frame_split_threshold
+        self._failed = False
+        self._outgoing: list[bytes] = []
 
     @property
-    def is_open(self) -> bool:
-        """Whether data messages may still be sent."""
-        return self._connection.state is ConnectionState.OPEN
+    def state(self) -> EngineState:
+        if self._failed:
+            return EngineState.CLOSED
+        return _STATES.get(self._connection.state, EngineState.CLOSED)
 
     @property
-    def is_closed(self) -> bool:
-        """Whether both close frames have been exchanged."""
-        return self._connection.state is ConnectionState.CLOSED
+    def failed(self) -> bool:
+        return self._failed
 
-    @property
-    def close_received(self) -> bool:
-        return self._connection.state in (ConnectionState.REMOTE_CLOSING, ConnectionState.CLOSED)
+    def data_to_send(self) -> list[bytes]:
+        outgoing, self._outgoing = self._outgoing, []
+        return outgoing
 
     def receive(self, data: bytes | memoryview) -> list[Event]:
-        """Feed bytes from the peer and return what they complete."""
         connection = self._connection
+        if self._failed or connection.state in (ConnectionState.REMOTE_CLOSING, ConnectionState.CLOSED):
+            return []
         connection.receive_data(bytes(data))  # wsproto keeps what it is given
         events: list[Event] = []
         for event in connection.events():
@@ -94,39 +78,46 @@ class WsprotoEngine:
                 events.append(Data(event.data, is_binary, event.frame_finished, event.message_finished))
             elif isinstance(event, wsproto_events.Ping):
                 events.append(Ping(bytes(event.payload)))
+                if connection.state is ConnectionState.OPEN:
+                    self._outgoing.append(connection.send(event.response()))
             elif isinstance(event, wsproto_events.Pong):
                 events.append(Pong(bytes(event.payload)))
             elif isinstance(event, wsproto_events.CloseConnection):
-                if connection.state in (ConnectionState.OPEN, ConnectionState.LOCAL_CLOSING):
-                    # wsproto turns its ParseFailed into a CloseConnection without
-                    # changing state; a close frame from the peer always does.
-                    reason = event.reason or ""
-                    if reason == "error in extension" and self._limits.violation:
-                        reason = self._limits.violation
-                    events.append(ProtocolFailure(event.code, reason))
-                    break
-                events.append(Close(event.code, event.reason or ""))
+                events.append(self._close_event(event))
+                break
         return events
 
-    def message_frames(self, data: str | bytes) -> Iterator[tuple[list[bytes | memoryview], int]]:
-        """Serialize one whole message, one frame per write, split at the threshold."""
+    def _close_event(self, event: wsproto_events.CloseConnection) -> Close | ProtocolFailure:
+        connection = self._connection
+        if connection.state in (ConnectionState.OPEN, ConnectionState.LOCAL_CLOSING):
+            # wsproto turns its ParseFailed into a CloseConnection without
+            # changing state; a close frame from the peer always does.
+            reason = event.reason or ""
+            if reason == "error in extension" and self._limits.violation:
+                reason = self._limits.violation
+            self.send_close(event.code, reason)
+            self._failed = True
+            return ProtocolFailure(event.code, reason)
+        if connection.state is ConnectionState.REMOTE_CLOSING:
+            echo = event.code if is_sendable_code(event.code) else None
+            self._outgoing.append(connection.send(wsproto_events.CloseConnection(code=echo)))  # type: ignore[arg-type]
+        return Close(event.code, event.reason or "")
+
+    def encode(self, data: str | bytes, fin: bool = True) -> Frames:
+        self._check_sendable()
         threshold = self.frame_split_threshold
-        if len(data) <= threshold // 4 or (isinstance(data, bytes) and len(data) <= threshold):
-            yield [self.frame(data, True)], 1
-            return
-        pieces: list[str] | list[bytes] = (
-            _split_text(data, threshold) if isinstance(data, str) else _split_bytes(data, threshold)
-        )
+        pieces: list[str | bytes]
+        if isinstance(data, str):
+            pieces = [*_split_text(data, threshold)] if len(data) > threshold // 4 else [data]
+        else:
+            pieces = [*_split_bytes(data, threshold)]
         last = len(pieces) - 1
-        for index in range(len(pieces)):
-            yield [self.frame(pieces[index], index == last)], 1
+        buffers: list[bytes | memoryview] = [
+            self._frame(piece, fin and index == last) for index, piece in enumerate(pieces)
+        ]
+        return buffers, len(buffers)
 
-    def small_message(self, data: str | bytes) -> bytes:
-        """A message small enough for one frame, serialized (and compressed)."""
-        return self.frame(data, True)
-
-    def frame(self, data: str | bytes, fin: bool) -> bytes:
-        """Serialize one data frame; a message is text or binary by the type of its first frame."""
+    def _frame(self, data: str | bytes, fin: bool) -> bytes:
         message: wsproto_events.Event
         if isinstance(data, str):
             message = wsproto_events.TextMessage(data=data, message_finished=fin)
@@ -134,24 +125,31 @@ class WsprotoEngine:
             message = wsproto_events.BytesMessage(data=data, message_finished=fin)
         return self._connection.send(message)
 
-    def ping(self, payload: bytes = b"") -> bytes:
-        return self._connection.send(wsproto_events.Ping(payload=payload))
+    def send_ping(self, payload: bytes) -> None:
+        self._check_sendable()
+        self._outgoing.append(self._connection.send(wsproto_events.Ping(payload=payload)))
 
-    def pong(self, payload: bytes) -> bytes:
-        return self._connection.send(wsproto_events.Pong(payload=payload))
+    def send_close(self, code: int | None, reason: str = "") -> bool:
+        if self._failed or self._connection.state is not ConnectionState.OPEN:
+            return False
+        close = wsproto_events.CloseConnection(code=code, reason=reason or None)  # type: ignore[arg-type]
+        self._outgoing.append(self._connection.send(close))
+        return True
 
-    def close(self, code: int | None, reason: str = "") -> bytes:
-        """Serialize our close frame (the answer, if the peer closed first)."""
-        return self._connection.send(wsproto_events.CloseConnection(code=code, reason=reason or None))  # type: ignore[arg-type]
+    def _check_sendable(self) -> None:
+        if self.state is not EngineState.OPEN:
+            raise RuntimeError("The connection is closing")
 
 
 def _split_bytes(data: bytes, size: int) -> list[bytes]:
+    if len(data) <= size:
+        return [data]
     view = memoryview(data)
     return [bytes(view[start : start + size]) for start in range(0, len(data), size)]
 
 
 def _split_text(text: str, size: int) -> list[str]:
-    """Cut UTF-8 text into pieces of at most ``size`` bytes, never inside a character."""
+    """Cut UTF-8 text into pieces of at most ``size`` bytes, never inside a character (wsproto sends ``str``)."""
     encoded = text.encode("utf-8")
     if len(encoded) <= size:
         return [text]

@@ -1,0 +1,295 @@
+"""The one write path of a connection: every frame any greenlet sends goes through a :class:`Writer`.
+
+Concurrency guarantees:
+
+- Frames never interleave: each write happens under the write lock.  The
+  frames of one message never interleave with another message's either:
+  a message of several frames (and a streamed message, for its whole life)
+  also holds the message lock, while control frames (pongs, the close) may
+  go in between its writes.
+- Encoding happens under the same locks as the write, so with
+  permessage-deflate the compressor sees messages in the order the peer
+  receives them.
+- A write that fails, or makes no progress for ``write_timeout`` seconds, is
+  handled one way: the connection is dropped (the reader then records 1006)
+  and the sender gets :class:`~geventws.WebsocketClosedException`.
+- A broadcast may write "now, without blocking" (:meth:`Writer.write_nowait`);
+  if the socket takes only part of the message, the writer keeps the rest and
+  writes it before any other frame, so the caller holds no lock across
+  greenlets.
+
+Why the fast paths: gevent's ``sendall`` is a Python loop and its socket
+wrapper costs a method call per send; a socket with room takes a frame in one
+non-blocking ``send`` on the OS socket, which is the common case.  A large
+message goes out as gathered ``sendmsg`` writes of about 256 KiB (no join
+copy), one per lock round trip, so a pong still gets through between them.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import socket as stdlib_socket
+import time
+from collections.abc import Callable, Iterator, Sequence
+from typing import TYPE_CHECKING
+
+import gevent
+import gevent.socket
+from gevent.lock import Semaphore
+
+from ..protocol.close import CloseCode, WebsocketClosedException
+from ..protocol.engine import EngineState, ProtocolEngine
+
+if TYPE_CHECKING:
+    from ..protocol.frames import EncodedMessage
+    from .stats import ClientStats
+
+#: Gathered writes of about this size: fewer syscalls and lock round trips than one per frame.
+WRITE_BATCH = 256 * 1024
+#: 60 s without progress on a blocked write drops the peer (nginx's ``send_timeout`` default).
+DEFAULT_WRITE_TIMEOUT = 60.0
+#: Messages up to this many characters or bytes (at most 4 bytes of UTF-8 each) fit one batch:
+#: written whole under the write lock alone, without the message lock's round trip.
+_SINGLE_WRITE = WRITE_BATCH // 4
+
+
+class WriteTimeoutError(TimeoutError):
+    """A blocked write made no progress within the write timeout: the peer stopped reading."""
+
+
+class Writer:
+    """Serializes, counts and writes every frame of one connection."""
+
+    __slots__ = (
+        "_socket",
+        "_raw",
+        "_engine",
+        "_stats",
+        "_closed_error",
+        "write_timeout",
+        "_write_lock",
+        "_message_lock",
+        "_partial",
+        "_partial_frames",
+        "_lost",
+    )
+
+    def __init__(
+        self,
+        sock: stdlib_socket.socket,
+        engine: ProtocolEngine,
+        stats: ClientStats,
+        closed_error: Callable[[], WebsocketClosedException],
+        write_timeout: float | None = DEFAULT_WRITE_TIMEOUT,
+    ) -> None:
+        self._socket = sock
+        # The OS socket under a plain gevent socket, for non-blocking writes;
+        # never under TLS, where it would carry plaintext.
+        self._raw = sock._sock if type(sock) is gevent.socket.socket else None  # type: ignore[attr-defined]
+        self._engine = engine
+        self._stats = stats
+        self._closed_error = closed_error
+        self.write_timeout = write_timeout
+        self._write_lock = Semaphore()
+        self._message_lock = Semaphore()
+        self._partial: memoryview | None = None  # the rest of a frame write_nowait() began
+        self._partial_frames = 0
+        self._lost = False
+
+    @property
+    def is_busy(self) -> bool:
+        """Whether a write or a multi-frame message is in progress (the peer is busy reading, not gone)."""
+        return bool(self._write_lock.locked() or self._message_lock.locked())
+
+    # ------------------------------------------------------------- messages
+
+    def send_message(self, data: str | bytes) -> None:
+        """Encode and write one whole message."""
+        if len(data) <= _SINGLE_WRITE:
+            with self._write_lock:
+                # Rechecked under the write lock: a streamed message may have begun while we waited.
+                if not self._message_lock.locked():
+                    self._check_open()
+                    buffers, frames = self._engine.encode(data)
+                    self._write(buffers, frames)  # one write, however many frames: nothing gets between them
+                    self._count_message()
+                    return
+        with self._message_lock:
+            with self._write_lock:
+                self._check_open()
+                buffers, frames = self._engine.encode(data)
+            for batch, batch_frames in _batches(buffers, frames):
+                with self._write_lock:
+                    self._check_open()
+                    self._write(batch, batch_frames)
+            self._count_message()
+
+    @contextlib.contextmanager
+    def message(self) -> Iterator[None]:
+        """Hold the message lock while a streamed message is written chunk by chunk (:meth:`send_chunk`)."""
+        with self._message_lock:
+            yield
+
+    def send_chunk(self, data: str | bytes, fin: bool) -> None:
+        """Encode and write one chunk of the streamed message; the caller holds :meth:`message`."""
+        with self._write_lock:
+            self._check_open()
+            buffers, frames = self._engine.encode(data, fin)
+        for batch, batch_frames in _batches(buffers, frames):
+            with self._write_lock:
+                self._check_open()
+                self._write(batch, batch_frames)
+        if fin:
+            self._count_message()
+
+    def send_encoded(self, message: EncodedMessage) -> None:
+        """Write a message serialized once for many clients (see :mod:`geventws.gateway`)."""
+        with self._message_lock, self._write_lock:
+            self._check_open()
+            self._write([message.wire], message.frame_count)
+            self._count_message()
+
+    def write_nowait(self, message: EncodedMessage) -> int:
+        """Write as much of ``message`` as the socket takes now, without blocking; for broadcasts.
+
+        Returns the number of bytes written, or -1 when nothing could be
+        started (a write or message in progress, or TLS).  When only part was
+        written, the writer keeps the rest and writes it before any other
+        frame; the caller makes sure :meth:`flush` runs (in a greenlet of its own).
+        Raises :class:`~geventws.WebsocketClosedException` when closed.
+        """
+        if self.is_busy or self._raw is None or self._partial is not None:
+            return -1
+        self._check_open()
+        wire = message.wire
+        try:
+            written = self._send_raw(wire)
+        except OSError as error:
+            raise self._fail(error) from error
+        if written:
+            self._sent(written)
+        if written == len(wire):
+            self._stats.frames_sent += message.frame_count
+            self._count_message()
+        elif written:
+            self._partial = memoryview(wire)[written:]
+            self._partial_frames = message.frame_count
+        return written
+
+    def flush(self) -> None:
+        """Finish what :meth:`write_nowait` began, blocking as needed."""
+        with self._write_lock:
+            self._flush_partial()
+
+    # --------------------------------------------------------------- control
+
+    def send_control(self) -> None:
+        """Write the control frames the engine queued (pongs, close frames), if any."""
+        with self._write_lock:
+            frames = self._engine.data_to_send()
+            if frames:
+                self._write(frames, len(frames))
+
+    def send_ping(self, payload: bytes) -> None:
+        with self._write_lock:
+            self._check_open()
+            self._engine.send_ping(payload)
+            frames = self._engine.data_to_send()
+            self._write(frames, len(frames))
+
+    # ----------------------------------------------------------------- I/O
+
+    def _check_open(self) -> None:
+        if self._engine.state is not EngineState.OPEN or self._lost:
+            raise self._closed_error()
+
+    def _count_message(self) -> None:
+        stats = self._stats
+        stats.messages_sent += 1
+        stats.last_data_send = stats.last_send
+
+    def _write(self, buffers: Sequence[bytes | memoryview], frames: int) -> None:
+        """Write ``buffers`` as one; the caller holds the write lock."""
+        if self._partial is not None:
+            self._flush_partial()
+        total = sum(map(len, buffers)) if len(buffers) > 1 else len(buffers[0])
+        try:
+            sent = self._send_raw(buffers[0]) if len(buffers) == 1 else self._sendmsg_raw(buffers)
+            if sent < total:
+                rest = buffers[0] if len(buffers) == 1 else b"".join(buffers)
+                self._sendall(memoryview(rest)[max(sent, 0) :])
+        except OSError as error:
+            raise self._fail(error) from error
+        self._sent(total)
+        self._stats.frames_sent += frames
+
+    def _flush_partial(self) -> None:
+        partial, self._partial = self._partial, None
+        if partial is None:
+            return
+        try:
+            self._sendall(partial)
+        except OSError as error:
+            raise self._fail(error) from error
+        self._sent(len(partial))
+        self._stats.frames_sent += self._partial_frames
+        self._count_message()
+
+    def _send_raw(self, data: bytes | memoryview) -> int:
+        """One non-blocking send on the OS socket: bytes written, or -1 without one (TLS)."""
+        raw = self._raw
+        if raw is None:
+            return -1
+        try:
+            return int(raw.send(data))
+        except BlockingIOError:
+            return 0
+
+    def _sendmsg_raw(self, buffers: Sequence[bytes | memoryview]) -> int:
+        raw = self._raw
+        if raw is None:
+            return -1
+        try:
+            return int(raw.sendmsg(buffers))
+        except BlockingIOError:
+            return 0
+
+    def _sendall(self, data: bytes | memoryview) -> None:
+        """The blocking rest of a write, with a deadline: a peer that stops reading cannot hold a sender forever."""
+        if self.write_timeout is None:
+            self._socket.sendall(data)
+            return
+        with gevent.Timeout(self.write_timeout, WriteTimeoutError("No progress writing to the peer")):
+            self._socket.sendall(data)
+
+    def _sent(self, nbytes: int) -> None:
+        self._stats.bytes_sent += nbytes
+        self._stats.last_send = time.time()
+
+    def _fail(self, error: OSError) -> WebsocketClosedException:
+        """A write failed or timed out: drop TCP (the reader records 1006) and tell the sender."""
+        self._lost = True
+        self._partial = None
+        with contextlib.suppress(OSError):
+            self._socket.shutdown(stdlib_socket.SHUT_RDWR)
+        reason = "Write timeout" if isinstance(error, WriteTimeoutError) else "Connection lost"
+        return WebsocketClosedException(CloseCode.ABNORMAL_CLOSE, reason, f"{reason}: {error}")
+
+
+def _batches(buffers: list[bytes | memoryview], frames: int) -> Iterator[tuple[list[bytes | memoryview], int]]:
+    """Group the buffers of ``frames`` frames into writes of about :data:`WRITE_BATCH` bytes, with frame counts."""
+    if frames <= 1:
+        yield buffers, frames
+        return
+    step = len(buffers) // frames  # buffers per frame: header and payload, or the whole frame
+    batch: list[bytes | memoryview] = []
+    size = 0
+    for index in range(0, len(buffers), step):
+        frame = buffers[index : index + step]
+        batch.extend(frame)
+        size += sum(map(len, frame))
+        if size >= WRITE_BATCH:
+            yield batch, len(batch) // step
+            batch, size = [], 0
+    if batch:
+        yield batch, len(batch) // step
