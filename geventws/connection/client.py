@@ -22,7 +22,6 @@ import contextlib
 import itertools
 import logging
 import os
-import select
 import socket as stdlib_socket
 import struct
 import time
@@ -57,9 +56,6 @@ MESSAGE_COST = 64
 #: Read in large chunks: one recv may carry many frames, or much of a large one.
 #: The buffer exists only while recv runs (an idle connection holds none).
 READ_SIZE = 256 * 1024
-#: A reader paused by the rate limit looks every this many seconds whether the peer hung up.
-_THROTTLE_SLICE = 1.0
-_PEER_GONE = select.POLLHUP | select.POLLERR | getattr(select, "POLLRDHUP", 0)
 
 
 class _IdSource:
@@ -154,6 +150,7 @@ class WebsocketClient:
         "_ping_counter",
         "_reader",
         "_throttled_until",
+        "_at_eof",
         "__weakref__",
     )
 
@@ -211,6 +208,7 @@ class WebsocketClient:
         self._ping_counter = 0
         self._reader: greenlet.greenlet | None = None
         self._throttled_until = 0.0
+        self._at_eof = False
 
     def __repr__(self) -> str:
         return f"<WebsocketClient #{self.id} {self.remote_address}>"
@@ -451,19 +449,21 @@ class WebsocketClient:
         buffer = _READ_BUFFER
         engine = self._engine
         try:
-            if self._leftover:
-                data, self._leftover = self._leftover, b""
-                self._on_data(data)
             # Both close frames exchanged: stop and close TCP first (RFC 6455 section 7.1.1).
             # After a failure, drain until the peer closes or the close timer drops it.
             while engine.state is not EngineState.CLOSED or engine.failed:
                 if self._must_pause():
-                    self._wait_for_room()
-                    continue
-                size = read_into(buffer)
-                if not size:
+                    self._pause()
+                elif self._leftover:  # what came with the handshake, or was held during a pause
+                    data, self._leftover = self._leftover, b""
+                    self._on_data(data)
+                elif self._at_eof:
                     break
-                self._on_data(buffer[:size])
+                else:
+                    size = read_into(buffer)
+                    if not size:
+                        break
+                    self._on_data(buffer[:size])
         except OSError as error:
             logger.debug("%r: read failed: %s", self, error)
         except Exception:
@@ -543,29 +543,33 @@ class WebsocketClient:
     def _must_pause(self) -> bool:
         return self._close_info is None and (bool(self._throttled_until) or self._unread >= self._receive_window)
 
-    def _wait_for_room(self) -> None:
-        """One pause: the receive window is full, or the rate limit asked for a pause.
+    def _pause(self) -> None:
+        """One pause of the reader: the receive window is full, or the rate limit asked for a pause.
 
-        A throttled pause is cut into slices: between them, a peer that hung
-        up is noticed (its fd is released at once), and a close wakes the
-        reader at once (the close period holds).
+        While throttled the reader keeps moving what arrives into held bytes,
+        unparsed, up to the receive window: TCP still pushes back on the
+        peer, but a peer that hangs up is noticed at once (its fd released),
+        and after a close the peer's answer wakes the reader (the close
+        period holds).  The held bytes are parsed, and paid for, when the
+        pause ends.
         """
         pause = self._throttled_until - time.monotonic()
         if self._throttled_until and pause <= 0:
             self._throttled_until = 0.0
             return
-        self._room.clear()
-        woken = self._room.wait(min(pause, _THROTTLE_SLICE) if pause > 0 else None)
-        if not woken and self._peer_hung_up():
-            self._throttled_until = 0.0  # read on: the reader sees end of file and finishes
-
-    def _peer_hung_up(self) -> bool:
-        try:
-            poller = select.poll()
-            poller.register(self._socket.fileno(), select.POLLIN | _PEER_GONE)
-            return any(mask & _PEER_GONE for _, mask in poller.poll(0))
-        except (OSError, ValueError):
-            return True
+        if pause <= 0 or self._at_eof or len(self._leftover) >= self._receive_window:
+            self._room.clear()
+            self._room.wait(pause if pause > 0 else None)
+            return
+        size = -1
+        with gevent.Timeout(pause, False):
+            size = self._socket.recv_into(_READ_BUFFER)
+        if size > 0:
+            self._leftover += _READ_BUFFER[:size]  # copied before anything can switch greenlets
+        elif size == 0:
+            self._at_eof = True  # the peer is gone: parse what is held, unthrottled, then finish
+            self._throttled_until = 0.0
+            self._rate_limit = None
 
     def _on_pong(self, event: Pong) -> None:
         self.stats.frames_received += 1

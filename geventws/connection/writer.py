@@ -28,6 +28,7 @@ copy), one per lock round trip, so a pong still gets through between them.
 from __future__ import annotations
 
 import contextlib
+import logging
 import socket as stdlib_socket
 import time
 from collections.abc import Callable, Iterator, Sequence
@@ -40,6 +41,8 @@ from gevent.lock import Semaphore
 from ..protocol.close import CloseCode, WebsocketClosedException
 from ..protocol.engine import EngineState, ProtocolEngine
 
+logger = logging.getLogger("geventws.client")
+
 if TYPE_CHECKING:
     from ..protocol.frames import EncodedMessage
     from .stats import ClientStats
@@ -51,6 +54,8 @@ DEFAULT_WRITE_TIMEOUT = 60.0
 #: Messages up to this many characters or bytes (at most 4 bytes of UTF-8 each) fit one batch:
 #: written whole under the write lock alone, without the message lock's round trip.
 _SINGLE_WRITE = WRITE_BATCH // 4
+_PONG_FIN = 0x8A
+_IOV_MAX = 1024
 
 
 class WriteTimeoutError(TimeoutError):
@@ -188,7 +193,8 @@ class Writer:
         with self._write_lock:
             frames = self._engine.data_to_send()
             if frames:
-                self._write(frames, len(frames))
+                self._write([b"".join(frames)] if len(frames) > 1 else frames, len(frames))
+                self._stats.pongs_sent += sum(frame[0] == _PONG_FIN for frame in frames)
 
     def send_ping(self, payload: bytes) -> None:
         with self._write_lock:
@@ -212,6 +218,8 @@ class Writer:
         """Write ``buffers`` as one; the caller holds the write lock."""
         if self._partial is not None:
             self._flush_partial()
+        if len(buffers) > _IOV_MAX:  # sendmsg takes at most IOV_MAX buffers
+            buffers = [b"".join(buffers)]
         total = sum(map(len, buffers)) if len(buffers) > 1 else len(buffers[0])
         try:
             sent = self._send_raw(buffers[0]) if len(buffers) == 1 else self._sendmsg_raw(buffers)
@@ -270,6 +278,7 @@ class Writer:
         """A write failed or timed out: drop TCP (the reader records 1006) and tell the sender."""
         self._lost = True
         self._partial = None
+        logger.debug("Write to %s failed, dropping the connection: %s", _peer(self._socket), error)
         with contextlib.suppress(OSError):
             self._socket.shutdown(stdlib_socket.SHUT_RDWR)
         reason = "Write timeout" if isinstance(error, WriteTimeoutError) else "Connection lost"
@@ -293,3 +302,10 @@ def _batches(buffers: list[bytes | memoryview], frames: int) -> Iterator[tuple[l
             batch, size = [], 0
     if batch:
         yield batch, len(batch) // step
+
+
+def _peer(sock: stdlib_socket.socket) -> object:
+    try:
+        return sock.getpeername()
+    except OSError:
+        return "a closed socket"

@@ -1,0 +1,286 @@
+"""The connection layer over ``socketpair()``: the reader, the writer, the close, heartbeat and rate limit.
+
+No server and no handshake: a :class:`WebsocketClient` on one end of a socket
+pair, and a hand-driven peer on the other.
+"""
+
+import struct
+import time
+
+import gevent
+import gevent.socket
+import pytest
+from conftest import masked_frame
+
+from geventws import (
+    CloseCode,
+    ConstantRateLimit,
+    PeriodicHeartbeat,
+    SlowConsumerPolicy,
+    WebsocketClient,
+    WebsocketClientGateway,
+    WebsocketClosedException,
+)
+from geventws.protocol.engine import LeanEngine
+from geventws.protocol.limits import MessageLimits
+
+
+class Peer:
+    """The other end: sends masked frames, reads the server's frames."""
+
+    def __init__(self, sock):
+        self.sock = sock
+        self.buffer = b""
+
+    def send(self, data):
+        self.sock.sendall(data)
+
+    def _read(self, size, timeout):
+        with gevent.Timeout(timeout):
+            while len(self.buffer) < size:
+                chunk = self.sock.recv(65536)
+                if not chunk:
+                    raise EOFError
+                self.buffer += chunk
+        data, self.buffer = self.buffer[:size], self.buffer[size:]
+        return data
+
+    def frame(self, timeout=5):
+        """(first byte, payload) of the next frame."""
+        first, second = self._read(2, timeout)
+        length = second & 0x7F
+        if length == 126:
+            (length,) = struct.unpack("!H", self._read(2, timeout))
+        elif length == 127:
+            (length,) = struct.unpack("!Q", self._read(8, timeout))
+        return first, self._read(length, timeout)
+
+    def close_frame(self, timeout=5):
+        """Skip to the next close frame: (code or None, reason)."""
+        while True:
+            first, payload = self.frame(timeout)
+            if first == 0x88:
+                return (struct.unpack("!H", payload[:2])[0] if payload else None), payload[2:]
+
+    def at_eof(self, timeout=5):
+        with gevent.Timeout(timeout):
+            try:
+                while self.sock.recv(65536):
+                    pass
+            except ConnectionResetError:
+                pass
+        return True
+
+
+@pytest.fixture
+def pair():
+    """``pair(**client_options)`` -> (started client, peer); both ends are closed afterwards."""
+    made = []
+
+    def make(limit=1 << 20, split=32 * 1024, **options):
+        server_end, peer_end = gevent.socket.socketpair()
+        client = WebsocketClient(server_end, LeanEngine(MessageLimits(limit, limit), split), **options)
+        client.start()
+        made.append((client, peer_end))
+        return client, Peer(peer_end)
+
+    yield make
+    for client, peer_end in made:
+        client.abort()
+        peer_end.close()
+
+
+def test_messages_arrive_in_order_with_their_type(pair):
+    client, peer = pair()
+    peer.send(masked_frame(0x1, b"one") + masked_frame(0x2, b"\x00two") + masked_frame(0x1, "drei €".encode()))
+    assert [client.receive(5).buffer() for _ in range(3)] == ["one", b"\x00two", "drei €"]
+    assert client.stats.messages_received == 3
+
+
+def test_a_ping_is_answered_while_nobody_reads(pair):
+    client, peer = pair()
+    peer.send(masked_frame(0x9, b"are you there"))
+    assert peer.frame() == (0x8A, b"are you there")
+    assert (client.stats.pings_received, client.stats.pongs_sent) == (1, 1)
+
+
+def test_a_close_from_the_peer_is_echoed_then_tcp_closed(pair):
+    client, peer = pair()
+    peer.send(masked_frame(0x8, struct.pack("!H", 4001) + b"bye"))
+    assert peer.close_frame() == (4001, b"")
+    assert peer.at_eof()
+    assert client.wait_closed(5)
+    info = client.close_info
+    assert (info.code, info.reason, info.by_peer) == (4001, "bye", True)
+    with pytest.raises(WebsocketClosedException) as raised:
+        client.send_text("too late")
+    assert raised.value.code == 4001
+
+
+def test_a_protocol_error_sends_the_close_then_half_closes(pair):
+    client, peer = pair()
+    peer.send(masked_frame(0x3, b""))  # reserved opcode
+    assert peer.close_frame()[0] == CloseCode.PROTOCOL_ERROR
+    assert peer.sock.recv(1) == b"", "the server stopped writing after its close frame"
+    peer.sock.close()  # the peer closes too: the server releases the connection
+    assert client.wait_closed(5)
+    assert (client.close_info.code, client.close_info.by_peer) == (1002, False)
+
+
+def test_our_close_waits_for_the_answer_then_closes(pair):
+    client, peer = pair()
+    closer = gevent.spawn(client.close, 1001, "going away")
+    assert peer.close_frame() == (1001, b"going away")
+    assert not closer.ready()
+    peer.send(masked_frame(0x8, struct.pack("!H", 1001)))
+    closer.get(timeout=5)
+    assert client.close_info.by_peer is False
+    assert peer.at_eof()
+
+
+def test_the_close_period_bounds_a_close_the_peer_never_answers(pair):
+    client, peer = pair(close_period=0.3)
+    started = time.monotonic()
+    client.close(1000)
+    assert time.monotonic() - started < 2
+    assert peer.close_frame()[0] == 1000
+    assert peer.at_eof()
+
+
+def test_a_message_being_received_fails_when_the_connection_closes(pair):
+    client, peer = pair()
+    peer.send(masked_frame(0x2, b"part", fin=False))
+    message = client.receive(5)
+    assert message.read(5) == b"part"
+    peer.send(masked_frame(0x8, struct.pack("!H", 1000)))
+    with pytest.raises(WebsocketClosedException):
+        message.read(5)
+
+
+def test_large_messages_are_split_into_frames_and_reassembled(pair):
+    client, peer = pair(split=1000)
+    sender = gevent.spawn(client.send_text, "é" * 1500)
+    frames = [peer.frame() for _ in range(3)]
+    sender.get(timeout=5)
+    assert [first for first, _ in frames] == [0x01, 0x00, 0x80]
+    assert [len(payload) for _, payload in frames] == [1000, 1000, 1000]
+    assert b"".join(payload for _, payload in frames).decode() == "é" * 1500
+    assert (client.stats.frames_sent, client.stats.messages_sent) == (3, 1)
+
+
+def test_streamed_messages_never_interleave_with_other_messages(pair):
+    client, peer = pair()
+
+    def chunks():
+        yield b"a"
+        gevent.sleep(0.05)  # another greenlet sends meanwhile
+        yield b"b"
+
+    streamer = gevent.spawn(client.stream_binary, chunks())
+    gevent.sleep(0.01)
+    other = gevent.spawn(client.send_text, "other")
+    gevent.joinall([streamer, other], timeout=5, raise_error=True)
+    frames = [peer.frame() for _ in range(3)]
+    assert frames == [(0x02, b"a"), (0x80, b"b"), (0x81, b"other")]
+
+
+def test_a_write_that_makes_no_progress_drops_the_peer(pair):
+    """A peer that stops reading cannot hold a sender forever: the write timeout drops it (1006)."""
+    client, peer = pair(write_timeout=0.3)
+    started = time.monotonic()
+    with pytest.raises(WebsocketClosedException) as raised:
+        for _ in range(1000):  # far more than the socket buffers hold
+            client.send_binary(bytes(64 * 1024))
+    assert raised.value.code == CloseCode.ABNORMAL_CLOSE and raised.value.reason == "Write timeout"
+    assert time.monotonic() - started < 5
+    assert client.wait_closed(5)
+    assert client.close_info.code == CloseCode.ABNORMAL_CLOSE
+
+
+def test_a_throttled_client_keeps_its_connection_through_heartbeats(pair):
+    """The rate limit pauses reading; the heartbeat must not count the pongs we did not read as missed."""
+    heartbeat = PeriodicHeartbeat(period=0.1, queued_ping_limit=1)
+    limit = ConstantRateLimit(bytes_per_second=10**9, frames_per_second=100, burst=0.01)
+    client, peer = pair(heartbeat=heartbeat, rate_limit=limit)
+    peer.send(masked_frame(0x2, b"x") * 150)  # 1.5 s of frames at 100/s
+    deadline = time.monotonic() + 5
+    while client.stats.messages_received < 150 and time.monotonic() < deadline:
+        try:  # a well-behaved peer: it answers every ping it gets
+            first, payload = peer.frame(timeout=0.1)
+        except gevent.Timeout:
+            continue
+        assert first != 0x88, "closed while throttled"
+        if first == 0x89:
+            peer.send(masked_frame(0xA, payload))
+    assert client.stats.messages_received == 150
+    assert not client.is_closed
+
+
+def test_a_close_wakes_a_throttled_reader_within_the_close_period(pair):
+    limit = ConstantRateLimit(bytes_per_second=10**9, frames_per_second=100, burst=0.01)
+    client, peer = pair(rate_limit=limit, close_period=3)
+    peer.send(masked_frame(0x9, b"") * 6000)  # a minute of frames at 100/s
+    while client.stats.pings_received < 6000:
+        gevent.sleep(0.01)
+    assert client.is_throttled
+    closer = gevent.spawn(client.close, 1000)
+    assert peer.close_frame(timeout=5)[0] == 1000
+    peer.send(masked_frame(0x8, struct.pack("!H", 1000)))
+    started = time.monotonic()
+    closer.get(timeout=5)
+    assert time.monotonic() - started < 1, "the throttled reader read the answer at once"
+
+
+def test_a_peer_that_hangs_up_while_throttled_releases_its_socket(pair):
+    limit = ConstantRateLimit(bytes_per_second=10**9, frames_per_second=100, burst=0.01)
+    client, peer = pair(rate_limit=limit, receive_window=64 << 20)
+    sender = gevent.spawn(peer.send, masked_frame(0x2, b"") * 40_000)  # 400 s of frames at 100/s
+    while not client.is_throttled:
+        gevent.sleep(0.01)
+    sender.get(timeout=5)
+    peer.sock.close()
+    assert client.wait_closed(3), "the fd is released within the close period, not after 400 s"
+    assert client.close_info.code == CloseCode.ABNORMAL_CLOSE
+
+
+def test_a_gateway_write_the_socket_takes_only_in_part_is_finished_before_anything_else(pair):
+    client, peer = pair()
+    gateway = WebsocketClientGateway(slow_consumer_policy=SlowConsumerPolicy.CLOSE)
+    gateway.add_client(client)
+    big = bytes(range(256)) * 16 * 1024  # 4 MiB: more than the socket buffers take at once
+    result = gateway.broadcast_binary(big)
+    after = gevent.spawn(client.send_text, "after")  # must not land inside the broadcast's frames
+    received = b""
+    while True:
+        first, payload = peer.frame()
+        received += payload
+        if first & 0x80:
+            break
+    assert received == big
+    assert peer.frame() == (0x81, b"after")
+    after.get(timeout=5)
+    assert result.wait(5).successes == [client.id]
+
+
+def test_heartbeat_pings_an_idle_peer_and_measures_latency(pair):
+    heartbeat = PeriodicHeartbeat(period=0.05, queued_ping_limit=2)
+    client, peer = pair(heartbeat=heartbeat)
+    first, payload = peer.frame()
+    assert first == 0x89
+    peer.send(masked_frame(0xA, payload))
+    while client.latency is None:
+        gevent.sleep(0.01)
+    assert client.unanswered_pings == 0 and not client.is_closed
+
+
+def test_heartbeat_closes_a_peer_that_never_answers(pair):
+    heartbeat = PeriodicHeartbeat(period=0.05, queued_ping_limit=2)
+    client, peer = pair(heartbeat=heartbeat)
+    pings = 0
+    while True:
+        first, _ = peer.frame()
+        if first == 0x88:
+            break
+        pings += first == 0x89
+    assert pings == 2
+    assert client.close_info.code == CloseCode.POLICY_VIOLATION
