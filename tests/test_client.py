@@ -9,7 +9,7 @@ import gevent
 import pytest
 import websocket
 from conftest import close_code, factory, handshake_request, masked_frame, raw_exchange
-from gevent.event import AsyncResult
+from gevent.event import AsyncResult, Event
 from websocket import ABNF
 
 import geventws
@@ -20,7 +20,9 @@ def endpoint(handler, **factory_options):
     factory_options.setdefault("rate_limit", None)
     client_factory = geventws.Rfc6455ClientFactory(**factory_options)
     return factory(
-        lambda server: geventws.Websocket(server, logging.getLogger("tests.ws"), None, handler, None, client_factory)
+        lambda server: geventws.Websocket(
+            server, logging.getLogger("tests.ws"), None, handler, client_factory=client_factory
+        )
     )
 
 
@@ -72,21 +74,23 @@ def test_fragmented_text_from_client_split_inside_a_character(echo):
 
 def test_message_chunks_are_readable_before_the_message_completes(serve):
     chunks = []
+    finished = Event()
 
     def handler(client, request, response):
         message = client.receive()
         chunks.append(message.read())
         client.send_text("got first chunk")
         chunks.extend(message)
+        finished.set()
 
     running = serve(endpoint(handler))
     client = running.connect()
     client.send_frame(ABNF.create_frame(b"first", ABNF.OPCODE_BINARY, fin=0))
     assert client.recv() == "got first chunk"
     client.send_frame(ABNF.create_frame(b"second", ABNF.OPCODE_CONT, fin=1))
-    client.close()
-    gevent.sleep(0.1)
+    assert finished.wait(5)
     assert chunks == [b"first", b"second"]
+    client.close()
 
 
 def test_ping_from_client_is_answered_even_while_the_handler_is_busy(serve):
@@ -204,7 +208,8 @@ def test_closed_exception_from_handler_is_not_logged(serve, caplog):
         client = running.connect()
         client.close()
         assert finished.wait(5)
-        gevent.sleep(0.05)
+        while running.app.clients:  # the endpoint has finished with the connection (and logged, if at all)
+            gevent.sleep(0.01)
     assert not [r for r in caplog.records if r.name == "tests.ws" and r.levelno >= logging.WARNING]
 
 
@@ -234,6 +239,8 @@ def test_invalid_utf8_closes_with_1007_not_by_peer(serve):
     )
     opcode, frame = client.recv_data_frame(control_frame=True)
     assert (opcode, close_code(frame.data)) == (ABNF.OPCODE_CLOSE, 1007)
+    assert client.sock.recv(1) == b"", "after failing, the server stops writing"
+    client.sock.close()  # the peer closes too: no close-period wait
     server_side = seen.get(5)
     assert server_side.wait_closed(5)
     assert (server_side.close_info.code, server_side.close_info.by_peer) == (1007, False)
@@ -267,8 +274,8 @@ def test_on_close_callback_runs_once_with_the_info(serve):
 
 
 def test_concurrent_senders_never_interleave_messages(serve):
-    senders = 50
-    size = 100_000  # above the 32 KiB split threshold: every message is several frames
+    senders = 20
+    size = 100_000  # several frames and more than one write batch each: held under the message lock
 
     def handler(client, request, response):
         def send(index):
@@ -334,6 +341,19 @@ def test_receive_timeout(serve):
     client.close()
 
 
+def settled(read, interval=0.2, timeout=10):
+    """The value of ``read()`` once it stopped changing (TCP backpressure reached)."""
+    deadline = time.monotonic() + timeout
+    last = read()
+    while time.monotonic() < deadline:
+        gevent.sleep(interval)
+        value = read()
+        if value == last:
+            return value
+        last = value
+    raise AssertionError(f"still changing after {timeout} s: {last}")
+
+
 def test_reader_stops_reading_when_the_handler_does_not_consume(serve):
     window = 256 * 1024
     handler, seen, done = capture_client()
@@ -341,20 +361,14 @@ def test_reader_stops_reading_when_the_handler_does_not_consume(serve):
     client = running.connect()
     client.sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 64 * 1024)
     server_side = seen.get(5)
-    sent = [0]
-
-    def flood():
-        chunk = b"z" * 65536
-        for _ in range(2000):  # 128 MiB if nothing pushed back
-            client.send_binary(chunk)
-            sent[0] += len(chunk)
-
-    flooder = gevent.spawn(flood)
-    gevent.sleep(1.5)
-    assert not flooder.dead, "the sender should be blocked by TCP backpressure"
-    assert server_side._unread <= window + 65536
-    assert sent[0] < 32 * 1024 * 1024
+    chunk = b"z" * 65536
+    flooder = gevent.spawn(lambda: [client.send_binary(chunk) for _ in range(2000)])  # 128 MiB unless pushed back
+    received = settled(lambda: server_side.stats.bytes_received)
+    assert not flooder.dead, "the sender is blocked by TCP backpressure"
+    # The window is checked before each read, and one read may hold a read's worth more.
+    assert received <= window + geventws.connection.client.READ_SIZE + 65536
     flooder.kill()
+    client.sock.close()
     done.set()
 
 
@@ -417,18 +431,12 @@ def test_a_flood_of_empty_messages_is_bounded_by_the_receive_window(serve):
     client = running.connect()
     server_side = seen.get(5)
     empty = ABNF.create_frame(b"", ABNF.OPCODE_BINARY).format()
-
-    def flood():
-        for _ in range(200_000):
-            client.sock.sendall(empty * 100)
-
-    flooder = gevent.spawn(flood)
-    gevent.sleep(1.5)
-    assert not flooder.dead, "the sender should be blocked by TCP backpressure"
-    # The window is checked before each read; one read may add a read's worth of 6-byte frames.
-    queued = len(server_side._incoming)
-    assert queued <= window // geventws.connection.client.MESSAGE_COST + geventws.connection.client.READ_SIZE // 6 + 1
-    gevent.sleep(0.5)
-    assert len(server_side._incoming) == queued, "nothing more is read while nothing is consumed"
+    flooder = gevent.spawn(lambda: [client.sock.sendall(empty * 100) for _ in range(200_000)])
+    queued = settled(lambda: server_side.stats.messages_received)
+    assert not flooder.dead, "the sender is blocked by TCP backpressure"
+    # Each queued message counts MESSAGE_COST; one read may add a read's worth of 6-byte frames.
+    client_module = geventws.connection.client
+    assert queued <= window // client_module.MESSAGE_COST + client_module.READ_SIZE // 6 + 1
     flooder.kill()
+    client.sock.close()
     done.set()

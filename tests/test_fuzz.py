@@ -41,7 +41,9 @@ def fuzz_server():
         rate_limit=None, heartbeat=None, message_size_limit=64 * 1024, close_period=0.5
     )
     compression = geventws.Rfc7692CompressionFactory()
-    server.start(geventws.Websocket(server, None, None, handler, compression, client_factory))
+    server.start(geventws.Websocket(
+            server, None, None, handler, compression_factory=compression, client_factory=client_factory
+        ))
     yield server.addresses[0][1], seen
     server.stop(timeout=1)
 

@@ -22,7 +22,9 @@ def start(serve, handler=None, compression=None, **options):
     client_factory = geventws.Rfc6455ClientFactory(**options)
     handler = handler or echo
 
-    return serve(factory(lambda server: geventws.Websocket(server, None, None, handler, compression, client_factory)))
+    return serve(factory(lambda server: geventws.Websocket(
+                server, None, None, handler, compression_factory=compression, client_factory=client_factory
+            )))
 
 
 def echo(client, request, response):

@@ -22,7 +22,7 @@ def chat_app(server, public_dir=None, fallback=None):
         for message in client:
             client.send_text(str(message).upper())
 
-    router = geventws.Router(server)
+    router = geventws.Router()
     router.add_route("GET", "/broadcast", geventws.Websocket(server, None, None, handler))
     if fallback is not None:
         router.set_fallback(fallback)
@@ -91,7 +91,7 @@ def test_route_arguments_reach_the_handler(serve):
         client.send_text(repr(request.environ["wsgiorg.routing_args"][1]))
 
     def app(server):
-        router = geventws.Router(server)
+        router = geventws.Router()
         router.add_route("GET", "/rooms/<int:room>", geventws.Websocket(server, None, None, handler))
         return router
 
@@ -103,7 +103,7 @@ def test_route_arguments_reach_the_handler(serve):
 def test_document_root_serves_files_and_refuses_escapes(serve, tmp_path):
     (tmp_path / "index.html").write_text("<h1>chat</h1>")
     (tmp_path / "app.js").write_text("console.log(1)")
-    running = serve(factory(lambda server: chat_app(server, fallback=geventws.DocumentRoot(server, None, tmp_path))))
+    running = serve(factory(lambda server: chat_app(server, fallback=geventws.DocumentRoot(tmp_path))))
     with urllib.request.urlopen(running.http_url + "/", timeout=5) as reply:
         assert reply.read() == b"<h1>chat</h1>"
         assert reply.headers["Content-Type"].startswith("text/html")
@@ -189,3 +189,15 @@ def test_trap_signal_returns_the_signal_number():
 def test_server_refuses_to_start_without_addresses():
     with pytest.raises(RuntimeError, match="expose"):
         geventws.Server().start(lambda environ, start_response: [])
+
+
+def test_the_seeds_positional_forms_still_work_with_a_deprecation_warning(tmp_path):
+    server = geventws.Server()
+    with pytest.warns(DeprecationWarning, match="drop the server argument"):
+        router = geventws.Router(server, None, None)
+    with pytest.warns(DeprecationWarning, match="DocumentRoot"):
+        root = geventws.DocumentRoot(server, None, tmp_path)
+    with pytest.warns(DeprecationWarning, match="by keyword"):
+        endpoint = geventws.Websocket(server, None, None, lambda c, rq, rs: None, None, geventws.Rfc6455ClientFactory())
+    assert router.logger.name == "geventws.router" and root.root == str(tmp_path)
+    assert endpoint.clients == frozenset()

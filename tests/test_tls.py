@@ -58,7 +58,7 @@ def test_echo_and_broadcast_over_tls(certificate):
     server = geventws.Server()
     server.expose(("127.0.0.1", 0), ssl_context=context)
     factory = geventws.Rfc6455ClientFactory(rate_limit=None)
-    server.start(geventws.Websocket(server, None, None, handler, None, factory))
+    server.start(geventws.Websocket(server, None, None, handler, client_factory=factory))
     try:
         port = server.addresses[0][1]
         client = websocket.create_connection(

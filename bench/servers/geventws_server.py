@@ -92,7 +92,9 @@ def main() -> None:
         compression = factory_class()
     server = geventws.Server(logging.getLogger("bench.geventws"))
     server.expose((HOST, args.port), backlog=1024)
-    endpoint = geventws.Websocket(server, None, None, handle_client, compression, client_factory)
+    endpoint = geventws.Websocket(
+        server, None, None, handle_client, compression_factory=compression, client_factory=client_factory
+    )
     server.start(endpoint)
     ready(
         server="geventws",

@@ -52,9 +52,9 @@ class ClientHandler(WebsocketClientHandler):
 
 websocket = Websocket(server, logger, acceptor, ClientHandler())
 
-router = Router(server, logger, error_handler)
+router = Router(logger, error_handler)
 router.add_route("GET", "/broadcast", websocket)
-router.set_fallback(DocumentRoot(server, error_handler, Path(__file__).parent / "public"))
+router.set_fallback(DocumentRoot(Path(__file__).parent / "public", error_handler=error_handler))
 
 server.start(router)
 

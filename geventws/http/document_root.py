@@ -3,17 +3,15 @@
 from __future__ import annotations
 
 import os
+import warnings
 from collections.abc import Iterable
-from typing import TYPE_CHECKING, Any, Callable
+from typing import Any, Callable
 
 from werkzeug.exceptions import NotFound
 from werkzeug.utils import send_from_directory
 from werkzeug.wrappers import Request
 
 from .error_handler import DefaultErrorHandler, ErrorHandler
-
-if TYPE_CHECKING:
-    from .server import Server
 
 
 class DocumentRoot:
@@ -25,11 +23,20 @@ class DocumentRoot:
 
     def __init__(
         self,
-        server: Server | None,
-        error_handler: ErrorHandler | None,
-        root: str | os.PathLike[str],
+        root: str | os.PathLike[str] | Any,
+        *deprecated: Any,
+        error_handler: ErrorHandler | None = None,
         index: str = "index.html",
     ) -> None:
+        if deprecated:
+            # The seed's DocumentRoot(server, error_handler, root[, index]): the server was never used.
+            warnings.warn(
+                "DocumentRoot(server, error_handler, root) is deprecated: use DocumentRoot(root, error_handler=...)",
+                DeprecationWarning,
+                stacklevel=2,
+            )
+            error_handler, root = deprecated[0], deprecated[1]
+            index = deprecated[2] if len(deprecated) > 2 else index
         self.root = os.path.abspath(root)
         if not os.path.isdir(self.root):
             raise ValueError(f"Document root {self.root!r} is not a directory")

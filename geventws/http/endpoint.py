@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import socket
+import warnings
 from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any, Callable, Protocol
 
@@ -37,7 +38,16 @@ class CompressionFactory(Protocol):
 
 
 class Websocket:
-    """A WSGI app serving WebSocket connections on whatever route it is mounted."""
+    """A WSGI app serving WebSocket connections on whatever route it is mounted.
+
+    ``server`` (optional) closes this endpoint's clients with 1001 when it
+    stops; ``logger`` defaults to ``geventws.websocket``; ``acceptor`` to
+    :class:`~geventws.Rfc6455Acceptor`; ``client_handler`` is a
+    :class:`~geventws.WebsocketClientHandler` or a plain function with the
+    same signature.  ``compression_factory`` turns on permessage-deflate
+    (:class:`~geventws.Rfc7692CompressionFactory`); ``client_factory`` sets
+    the limits, heartbeat and rate limit (:class:`~geventws.Rfc6455ClientFactory`).
+    """
 
     def __init__(
         self,
@@ -45,9 +55,18 @@ class Websocket:
         logger: logging.Logger | None,
         acceptor: WebsocketAcceptor | None,
         client_handler: ClientHandler,
+        *deprecated: Any,
         compression_factory: CompressionFactory | None = None,
         client_factory: WebsocketClientFactory | None = None,
     ) -> None:
+        if deprecated:
+            warnings.warn(
+                "pass compression_factory and client_factory to Websocket() by keyword",
+                DeprecationWarning,
+                stacklevel=2,
+            )
+            compression_factory = deprecated[0]
+            client_factory = deprecated[1] if len(deprecated) > 1 else client_factory
         self.logger = logger or logging.getLogger("geventws.websocket")
         self._acceptor = acceptor or Rfc6455Acceptor()
         self._handle_client = as_callable(client_handler)
@@ -60,6 +79,7 @@ class Websocket:
 
     @property
     def clients(self) -> frozenset[WebsocketClient]:
+        """The clients connected through this endpoint right now."""
         return frozenset(self._clients)
 
     def __call__(self, environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterable[bytes]:

@@ -3,17 +3,15 @@
 from __future__ import annotations
 
 import logging
+import warnings
 from collections.abc import Iterable
-from typing import TYPE_CHECKING, Any, Callable
+from typing import Any, Callable
 
 from werkzeug.exceptions import MethodNotAllowed, NotFound
 from werkzeug.routing import Map, Rule
 from werkzeug.wrappers import Request
 
 from .error_handler import DefaultErrorHandler, ErrorHandler
-
-if TYPE_CHECKING:
-    from .server import Server
 
 WSGIApp = Callable[[dict[str, Any], Callable[..., Any]], Iterable[bytes]]
 
@@ -28,19 +26,29 @@ class Router:
 
     def __init__(
         self,
-        server: Server | None = None,
         logger: logging.Logger | None = None,
         error_handler: ErrorHandler | None = None,
+        *deprecated: Any,
     ) -> None:
+        if _is_server(logger) or isinstance(error_handler, logging.Logger) or deprecated:
+            # The seed's Router(server, logger, error_handler): the server was never used.
+            warnings.warn(
+                "Router(server, logger, error_handler) is deprecated: drop the server argument",
+                DeprecationWarning,
+                stacklevel=2,
+            )
+            logger, error_handler = error_handler, (deprecated[0] if deprecated else None)  # type: ignore[assignment]
         self.logger = logger or logging.getLogger("geventws.router")
         self._error_handler = error_handler or DefaultErrorHandler()
         self._map = Map(strict_slashes=False, merge_slashes=False)
         self._fallback: WSGIApp | None = None
 
     def add_route(self, method: str, path: str, app: WSGIApp) -> None:
+        """Send ``method`` requests for ``path`` (werkzeug rule syntax) to the WSGI app ``app``."""
         self._map.add(Rule(path, methods=[method.upper()], endpoint=app))
 
     def set_fallback(self, app: WSGIApp) -> None:
+        """Send every request no route matches to ``app`` (static files, a Flask app, ...)."""
         self._fallback = app
 
     def __call__(self, environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterable[bytes]:
@@ -66,3 +74,9 @@ class Router:
         else:
             response = self._error_handler.handle_error(404, None, request)
         return response(environ, start_response)
+
+
+def _is_server(value: object) -> bool:
+    from .server import Server  # the same layer; imported late only to keep this module light
+
+    return isinstance(value, Server)
