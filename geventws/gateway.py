@@ -66,6 +66,7 @@ class SendResult:
 
     @property
     def done(self) -> bool:
+        """Whether every delivery has finished or failed."""
         return bool(self._done.is_set())
 
     def wait(self, timeout: float | None = None) -> SendResult:
@@ -89,14 +90,42 @@ class SendResult:
 
 
 class WebsocketGateway(Protocol):
-    def add_client(self, client: WebsocketClient) -> None: ...
-    def broadcast_text(self, data: str, exclude: Iterable[int] = ()) -> SendResult: ...
-    def broadcast_binary(self, data: bytes, exclude: Iterable[int] = ()) -> SendResult: ...
-    def multicast_text(self, data: str, client_ids: Iterable[int]) -> SendResult: ...
-    def multicast_binary(self, data: bytes, client_ids: Iterable[int]) -> SendResult: ...
-    def send_text(self, data: str, client_id: int) -> SendResult: ...
-    def send_binary(self, data: bytes, client_id: int) -> SendResult: ...
-    def get_clients(self) -> dict[int, WebsocketClient]: ...
+    """What every gateway offers: the local one and :mod:`geventws.redis`'s.
+
+    Sends return a :class:`SendResult` at once; delivery happens in the background.
+    """
+
+    def add_client(self, client: WebsocketClient) -> None:
+        """Add ``client``; it leaves again by itself when it closes."""
+        ...
+
+    def broadcast_text(self, data: str, exclude: Iterable[int] = ()) -> SendResult:
+        """Send ``data`` to every client but those in ``exclude``."""
+        ...
+
+    def broadcast_binary(self, data: bytes, exclude: Iterable[int] = ()) -> SendResult:
+        """Send ``data`` to every client but those in ``exclude``."""
+        ...
+
+    def multicast_text(self, data: str, client_ids: Iterable[int]) -> SendResult:
+        """Send ``data`` to the clients in ``client_ids`` (unknown ids are skipped)."""
+        ...
+
+    def multicast_binary(self, data: bytes, client_ids: Iterable[int]) -> SendResult:
+        """Send ``data`` to the clients in ``client_ids`` (unknown ids are skipped)."""
+        ...
+
+    def send_text(self, data: str, client_id: int) -> SendResult:
+        """Send ``data`` to one client; an unknown id fails the result with :class:`UnknownClientError`."""
+        ...
+
+    def send_binary(self, data: bytes, client_id: int) -> SendResult:
+        """Send ``data`` to one client; an unknown id fails the result with :class:`UnknownClientError`."""
+        ...
+
+    def get_clients(self) -> dict[int, WebsocketClient]:
+        """The clients in the gateway, by id (a copy)."""
+        ...
 
 
 class _Outbox:
@@ -135,30 +164,38 @@ class WebsocketClientGateway:
         self._outboxes: dict[int, _Outbox] = {}
 
     def add_client(self, client: WebsocketClient) -> None:
+        """Add ``client`` (again: no effect); it leaves by itself when it closes, whichever side closed."""
         if client.id in self._outboxes:
             return
         self._outboxes[client.id] = _Outbox(client)
         client.on_close(self._remove)
 
     def get_clients(self) -> dict[int, WebsocketClient]:
+        """The clients in the gateway, by id (a copy)."""
         return {client_id: outbox.client for client_id, outbox in self._outboxes.items()}
 
     def broadcast_text(self, data: str, exclude: Iterable[int] = ()) -> SendResult:
+        """Send ``data`` to every client but those in ``exclude``, encoded once for all of them."""
         return self._send(data, self._all_but(exclude))
 
     def broadcast_binary(self, data: bytes, exclude: Iterable[int] = ()) -> SendResult:
+        """Send ``data`` to every client but those in ``exclude``, encoded once for all of them."""
         return self._send(bytes(data), self._all_but(exclude))
 
     def multicast_text(self, data: str, client_ids: Iterable[int]) -> SendResult:
+        """Send ``data`` to the clients in ``client_ids``; ids not in the gateway are skipped."""
         return self._send(data, self._known(client_ids))
 
     def multicast_binary(self, data: bytes, client_ids: Iterable[int]) -> SendResult:
+        """Send ``data`` to the clients in ``client_ids``; ids not in the gateway are skipped."""
         return self._send(bytes(data), self._known(client_ids))
 
     def send_text(self, data: str, client_id: int) -> SendResult:
+        """Send ``data`` to one client; an unknown id fails the result with :class:`UnknownClientError`."""
         return self._send_one(data, client_id)
 
     def send_binary(self, data: bytes, client_id: int) -> SendResult:
+        """Send ``data`` to one client; an unknown id fails the result with :class:`UnknownClientError`."""
         return self._send_one(bytes(data), client_id)
 
     def _all_but(self, exclude: Iterable[int]) -> list[_Outbox]:

@@ -90,8 +90,13 @@ _READ_BUFFER = memoryview(bytearray(READ_SIZE))
 class Heartbeat(TypingProtocol):
     """Keeps idle connections alive and finds dead ones (:class:`~geventws.PeriodicHeartbeat`)."""
 
-    def register(self, client: WebsocketClient) -> None: ...
-    def unregister(self, client: WebsocketClient) -> None: ...
+    def register(self, client: WebsocketClient) -> None:
+        """Start watching ``client`` (called when its reader starts)."""
+        ...
+
+    def unregister(self, client: WebsocketClient) -> None:
+        """Stop watching ``client`` (called once it is closed)."""
+        ...
 
 
 class RateLimit(TypingProtocol):

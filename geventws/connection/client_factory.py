@@ -38,7 +38,9 @@ class WebsocketClientFactory(TypingProtocol):
         sock: socket.socket,
         leftover: bytes,
         compression: NegotiatedDeflate | None,
-    ) -> WebsocketClient: ...
+    ) -> WebsocketClient:
+        """The client for ``sock``, the socket after the 101; ``leftover``: what the peer sent after its handshake."""
+        ...
 
 
 class Rfc6455ClientFactory:

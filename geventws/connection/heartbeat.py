@@ -34,11 +34,13 @@ class PeriodicHeartbeat:
         self._timer: gevent.Greenlet | None = None
 
     def register(self, client: WebsocketClient) -> None:
+        """Watch ``client``; the timer greenlet starts with the first client."""
         self._clients[client.id] = client
         if self._timer is None or self._timer.dead:
             self._timer = gevent.spawn(self._run)
 
     def unregister(self, client: WebsocketClient) -> None:
+        """Stop watching ``client``; the timer ends with the last one."""
         self._clients.pop(client.id, None)
 
     def _run(self) -> None:

@@ -51,6 +51,7 @@ class WebsocketMessage:
 
     @property
     def is_text(self) -> bool:
+        """Whether this is a text message (chunks are ``str``)."""
         return not self.is_binary
 
     @property

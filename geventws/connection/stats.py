@@ -7,6 +7,8 @@ import time
 
 
 class WebsocketCount(enum.Enum):
+    """Deprecated names of the counters of :class:`ClientStats` (read ``client.stats.<name>``)."""
+
     BYTES_RECEIVED = "bytes_received"
     BYTES_SENT = "bytes_sent"
     FRAMES_RECEIVED = "frames_received"
@@ -20,6 +22,8 @@ class WebsocketCount(enum.Enum):
 
 
 class WebsocketTimestamp(enum.Enum):
+    """Deprecated names of the timestamps of :class:`ClientStats` (read ``client.stats.<name>``)."""
+
     CONNECTED = "connected"
     LAST_READ = "last_read"
     LAST_SEND = "last_send"
@@ -54,6 +58,7 @@ class ClientStats:
         self.closed = 0.0
 
     def count(self, which: WebsocketCount) -> int:
+        """The counter named by ``which``."""
         return int(getattr(self, which.value))
 
     def timestamp(self, which: WebsocketTimestamp) -> float:

@@ -197,6 +197,7 @@ class Writer:
                 self._stats.pongs_sent += sum(frame[0] == _PONG_FIN for frame in frames)
 
     def send_ping(self, payload: bytes) -> None:
+        """Queue a ping in the engine and write it; raises :class:`~geventws.WebsocketClosedException` once closing."""
         with self._write_lock:
             self._check_open()
             self._engine.send_ping(payload)

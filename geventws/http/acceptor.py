@@ -24,7 +24,11 @@ SubprotocolSelector = Callable[[Request, Sequence[str]], Union[str, None]]
 
 
 class WebsocketAcceptor(Protocol):
-    def handle_handshake(self, request: Request) -> Response: ...
+    """Decides on a handshake before anything is written."""
+
+    def handle_handshake(self, request: Request) -> Response:
+        """A 101 to accept, or the error response to send (the connection is then closed)."""
+        ...
 
 
 def header_tokens(request: Request, name: str) -> list[str]:
@@ -59,6 +63,7 @@ class Rfc6455Acceptor:
         self._error_handler = error_handler or DefaultErrorHandler()
 
     def handle_handshake(self, request: Request) -> Response:
+        """101 with ``Sec-WebSocket-Accept`` (and the subprotocol), or the status RFC 6455 names for what is wrong."""
         error = self._check(request)
         if error is not None:
             return error
@@ -138,6 +143,7 @@ class AllowOriginAcceptor:
         self._error_handler = error_handler or DefaultErrorHandler()
 
     def handle_handshake(self, request: Request) -> Response:
+        """403 "Origin forbidden" unless the ``Origin`` is allowed; otherwise the wrapped acceptor's answer."""
         origin = request.headers.get("Origin", "").strip().lower()
         if origin not in self._origins:
             return self._error_handler.handle_error(403, "Origin forbidden", request)

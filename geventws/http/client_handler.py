@@ -18,7 +18,9 @@ class WebsocketClientHandler(Protocol):
     out when the peer has gone and is not logged.
     """
 
-    def handle_client(self, client: WebsocketClient, request: Request, response: Response) -> None: ...
+    def handle_client(self, client: WebsocketClient, request: Request, response: Response) -> None:
+        """Serve ``client`` until it closes; ``request`` and ``response`` are the handshake's."""
+        ...
 
 
 ClientHandler = Union[WebsocketClientHandler, Callable[["WebsocketClient", Request, Response], None]]

@@ -44,6 +44,7 @@ class DocumentRoot:
         self._error_handler = error_handler or DefaultErrorHandler()
 
     def __call__(self, environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterable[bytes]:
+        """Serve the file the path names, or 404/405."""
         request = Request(environ)
         if request.method not in ("GET", "HEAD"):
             response = self._error_handler.handle_error(405, None, request)

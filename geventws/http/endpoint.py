@@ -1,6 +1,6 @@
 """The WebSocket endpoint: a WSGI app that upgrades accepted requests and runs the client handler.
 
-Flow of one request (see DESIGN.md): the acceptor judges the handshake
+Flow of one request: the acceptor judges the handshake
 before anything is written, so a refusal is a normal HTTP response;
 on acceptance compression is negotiated, the 101 is written on the raw socket,
 and the client handler runs in this very greenlet until the connection ends.
@@ -32,6 +32,8 @@ if TYPE_CHECKING:
 
 
 class CompressionFactory(Protocol):
+    """Negotiates a compression extension (:class:`~geventws.Rfc7692CompressionFactory`)."""
+
     def negotiate(self, offers: str | None) -> tuple[str, NegotiatedDeflate] | None:
         """Answer a ``Sec-WebSocket-Extensions`` request header value: the response value and what was agreed."""
         ...
@@ -83,6 +85,7 @@ class Websocket:
         return frozenset(self._clients)
 
     def __call__(self, environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterable[bytes]:
+        """Judge the handshake; on acceptance run the handler in this greenlet until the connection ends."""
         request = Request(environ)
         response = self._acceptor.handle_handshake(request)
         if response.status_code == 101:

@@ -10,13 +10,18 @@ from werkzeug.wrappers import Request, Response
 
 
 class ErrorHandler(Protocol):
-    def handle_error(self, status: int, reason: str | None = None, request: Request | None = None) -> Response: ...
+    """Turns an HTTP error status into the response sent."""
+
+    def handle_error(self, status: int, reason: str | None = None, request: Request | None = None) -> Response:
+        """The response for ``status``, with ``reason`` (safe to show the client) if given."""
+        ...
 
 
 class DefaultErrorHandler:
     """A small HTML page naming the status and, when given, the reason."""
 
     def handle_error(self, status: int, reason: str | None = None, request: Request | None = None) -> Response:
+        """A small HTML page naming the status and the reason."""
         phrase = HTTP_STATUS_CODES.get(status, "Error")
         detail = html.escape(reason or phrase)
         body = (

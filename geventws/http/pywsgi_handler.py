@@ -97,6 +97,7 @@ class WebsocketWSGIHandler(WSGIHandler):  # type: ignore[misc]
     _head_deadline: gevent.Timeout | None = None
 
     def read_requestline(self) -> str:
+        """Read the request line: idle keep-alive time first, then the head's deadline."""
         idle = getattr(self.server, "keepalive_timeout", None)
         self._arm(idle, "Idle connection")
         line: str = super().read_requestline()
@@ -104,6 +105,7 @@ class WebsocketWSGIHandler(WSGIHandler):  # type: ignore[misc]
         return line
 
     def read_request(self, raw_requestline: str) -> Any:
+        """Parse the head, refusing one over the server's ``max_header_size`` with 431."""
         limit = getattr(self.server, "max_header_size", None)
         if limit is None:
             return super().read_request(raw_requestline)
@@ -122,6 +124,7 @@ class WebsocketWSGIHandler(WSGIHandler):  # type: ignore[misc]
     rfile: Any
 
     def get_environ(self) -> dict[str, Any]:
+        """The environ, with the :class:`Transport` that lets the endpoint take the socket over."""
         self._arm(None, "")  # the head is complete: the application has all the time it needs
         environ: dict[str, Any] = super().get_environ()
         environ[TRANSPORT_KEY] = Transport(self.socket, self.rfile, self._taken_over)
@@ -136,6 +139,7 @@ class WebsocketWSGIHandler(WSGIHandler):  # type: ignore[misc]
             self._head_deadline = gevent.Timeout.start_new(seconds, TimeoutError(reason))
 
     def handle(self) -> None:
+        """Serve the connection's requests; the head deadline never outlives it."""
         try:
             super().handle()
         finally:
@@ -150,6 +154,7 @@ class WebsocketWSGIHandler(WSGIHandler):  # type: ignore[misc]
         self.environ["wsgi.input"] = io.BytesIO()
 
     def run_application(self) -> None:
+        """Run the app; an upgraded request is logged as 101."""
         super().run_application()
         if self.environ[TRANSPORT_KEY].taken:
             self._orig_status = "101 Switching Protocols"  # for the access log line

@@ -52,6 +52,7 @@ class Router:
         self._fallback = app
 
     def __call__(self, environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterable[bytes]:
+        """Dispatch to the matching route, the fallback, or a 404/405 page."""
         adapter = self._map.bind_to_environ(environ)
         # Routes are plain rules whatever the request: the endpoint itself
         # judges the upgrade (werkzeug would refuse upgrades on non-websocket rules).

@@ -86,9 +86,15 @@ class Server:
 
     @property
     def is_running(self) -> bool:
+        """Whether :meth:`start` was called and :meth:`stop` not yet."""
         return self._running
 
     def start(self, app: WSGIApp) -> None:
+        """Listen on every exposed address and serve ``app``; returns at once (the servers run in greenlets).
+
+        Raises :class:`RuntimeError` when already running or nothing was exposed, and
+        :class:`OSError` when an address cannot be bound.
+        """
         if self._running:
             raise RuntimeError("The server is already running")
         if not self._exposures:

@@ -1,8 +1,8 @@
 """permessage-deflate (RFC 7692): negotiation, and inflaters that cannot be turned into bombs.
 
 :class:`DeflateCodec` holds one connection's zlib objects for the lean engine
-(:mod:`.framing`); :class:`BoundedPerMessageDeflate` is the same for the
-wsproto engine (:mod:`.protocol`).
+(:mod:`.engine`); :class:`BoundedPerMessageDeflate` is the same for the
+wsproto engine (:mod:`.wsproto_engine`).
 
 Negotiation follows RFC 7692 section 7: offers are tried in the client's
 order and the first one whose parameters are valid and can be honoured is
@@ -45,6 +45,7 @@ class DeflateParameters:
     client_no_context_takeover: bool
 
     def header(self, client_window_offered: bool, server_window_requested: bool) -> str:
+        """The ``Sec-WebSocket-Extensions`` answer for these parameters."""
         parts = ["permessage-deflate"]
         if self.server_no_context_takeover:
             parts.append("server_no_context_takeover")
@@ -253,6 +254,7 @@ class DeflateCodec:
         return tail
 
     def worth_compressing(self, length: int, is_text: bool) -> bool:
+        """Whether a message of ``length`` bytes is compressed (threshold, and the binary option)."""
         return length >= self._threshold and (is_text or self._compress_binary)
 
     def deflate(self, data: bytes | memoryview, fin: bool) -> bytes:
@@ -293,6 +295,7 @@ class BoundedPerMessageDeflate(PerMessageDeflate):
         self._outbound_compressed = False
 
     def bind_limits(self, limits: MessageLimits) -> None:
+        """Share the connection's limits: inflation is capped at what they leave."""
         self._limits = limits
 
     def _budget(self) -> int:
@@ -306,6 +309,7 @@ class BoundedPerMessageDeflate(PerMessageDeflate):
     ) -> CloseReason | RsvBits:
         # Unlike wsproto's, this keeps the state of a fragmented message across
         # control frames that arrive between its fragments.
+        """wsproto hook: note whether the message is compressed; RSV1 only on its first frame."""
         if opcode.iscontrol() or opcode is Opcode.CONTINUATION:
             if rsv.rsv1:
                 return CloseReason.PROTOCOL_ERROR  # RSV1 only marks a message's first frame
@@ -318,6 +322,7 @@ class BoundedPerMessageDeflate(PerMessageDeflate):
         return _RSV1
 
     def frame_inbound_payload_data(self, proto: FrameDecoder | FrameProtocol, data: bytes) -> bytes | CloseReason:
+        """wsproto hook: inflate, never past the message limit."""
         if not self._inbound_compressed or not self._inbound_is_compressible:
             return data
         assert self._decompressor is not None
@@ -330,6 +335,7 @@ class BoundedPerMessageDeflate(PerMessageDeflate):
         return inflated
 
     def frame_inbound_complete(self, proto: FrameDecoder | FrameProtocol, fin: bool) -> bytes | CloseReason | None:
+        """wsproto hook: inflate the stripped tail at the end of a message."""
         if not fin or not self._inbound_is_compressible or not self._inbound_compressed:
             return None
         assert self._decompressor is not None and self._limits is not None
@@ -358,6 +364,7 @@ class BoundedPerMessageDeflate(PerMessageDeflate):
     def frame_outbound(
         self, proto: FrameDecoder | FrameProtocol, opcode: Opcode, rsv: RsvBits, data: bytes, fin: bool
     ) -> tuple[RsvBits, bytes]:
+        """wsproto hook: compress data frames past the threshold."""
         if opcode is Opcode.TEXT or opcode is Opcode.BINARY:
             self._outbound_compressed = len(data) >= self._threshold and (
                 opcode is Opcode.TEXT or self._compress_binary

@@ -152,13 +152,16 @@ class LeanEngine:
 
     @property
     def state(self) -> EngineState:
+        """Where the close handshake stands."""
         return self._state
 
     @property
     def failed(self) -> bool:
+        """Whether this side failed the connection."""
         return self._failed
 
     def data_to_send(self) -> list[bytes]:
+        """Take the control frames queued so far."""
         outgoing, self._outgoing = self._outgoing, []
         return outgoing
 
@@ -362,6 +365,7 @@ class LeanEngine:
     # --------------------------------------------------------------- sending
 
     def encode(self, data: str | bytes, fin: bool = True) -> Frames:
+        """The frames of a whole message or of the next streamed chunk (see :class:`ProtocolEngine`)."""
         self._check_sendable()
         is_text = isinstance(data, str)
         payload = data.encode("utf-8") if isinstance(data, str) else data
@@ -388,10 +392,12 @@ class LeanEngine:
         return buffers, len(buffers) // 2
 
     def send_ping(self, payload: bytes) -> None:
+        """Queue a ping; :class:`RuntimeError` unless open."""
         self._check_sendable()
         self._outgoing.append(frame_header(_PING, len(payload)) + payload)
 
     def send_close(self, code: int | None, reason: str = "") -> bool:
+        """Queue our close frame (``None``: without a code); False if one was sent already."""
         if self._state is not EngineState.OPEN:
             return False
         self._state = EngineState.CLOSED if self._remote_closed else EngineState.LOCAL_CLOSING

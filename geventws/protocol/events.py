@@ -1,7 +1,7 @@
 """What the protocol engines report to the connection: small immutable events.
 
-Both engines (:mod:`.framing` for plain connections, :mod:`.protocol` for
-connections with extensions) produce these, so the connection layer has one
+Both engines (:mod:`.engine`, the default, and :mod:`.wsproto_engine`, the
+reference) produce these, so the connection layer has one
 dispatch whichever engine runs underneath.
 """
 
@@ -20,10 +20,14 @@ class Data(NamedTuple):
 
 
 class Ping(NamedTuple):
+    """A ping from the peer (the engine has queued the pong)."""
+
     payload: bytes
 
 
 class Pong(NamedTuple):
+    """A pong from the peer."""
+
     payload: bytes
 
 

@@ -62,10 +62,12 @@ class EncodedMessage:
 
     @property
     def is_text(self) -> bool:
+        """Whether the message is text."""
         return isinstance(self.data, str)
 
     @classmethod
     def encode(cls, data: str | bytes, split: int) -> EncodedMessage:
+        """Serialize ``data`` once, as frames of at most ``split`` bytes of payload."""
         payload = data.encode("utf-8") if isinstance(data, str) else data
         opcode = OPCODE_TEXT if isinstance(data, str) else OPCODE_BINARY
         if len(payload) <= split:

@@ -1,6 +1,6 @@
 """Size limits, and their enforcement inside wsproto (for the wsproto engine).
 
-The lean engine (:mod:`.framing`) checks the same limits in its own parser.
+The lean engine (:mod:`.engine`) checks the same limits in its own parser.
 
 wsproto has no size limits of its own, but it calls each extension with a
 frame's header (opcode, payload length) before it reads the payload, and with
@@ -37,14 +37,17 @@ class MessageLimits(Extension):
         self.violation = ""
 
     def enabled(self) -> bool:
+        """wsproto hook: always active."""
         return True
 
     def offer(self) -> bool:
+        """wsproto hook: nothing to negotiate."""
         return False
 
     def frame_inbound_header(
         self, proto: FrameDecoder | FrameProtocol, opcode: Opcode, rsv: RsvBits, payload_length: int
     ) -> CloseReason | RsvBits:
+        """wsproto hook: refuse by the header alone, before any payload is kept."""
         self._in_control_frame = opcode.iscontrol()
         if self._in_control_frame:
             return _NO_RSV  # wsproto already caps control frames at 125 bytes
@@ -62,6 +65,7 @@ class MessageLimits(Extension):
         return _NO_RSV
 
     def frame_inbound_payload_data(self, proto: FrameDecoder | FrameProtocol, data: bytes) -> bytes | CloseReason:
+        """wsproto hook: count the (inflated) payload against the message limit."""
         if self._in_control_frame:
             return data
         self.message_size += len(data)
@@ -70,6 +74,7 @@ class MessageLimits(Extension):
         return data
 
     def frame_inbound_complete(self, proto: FrameDecoder | FrameProtocol, fin: bool) -> None:
+        """wsproto hook: nothing to add at the end of a frame."""
         return None
 
     def _too_big(self, size: int) -> CloseReason:

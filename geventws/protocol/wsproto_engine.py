@@ -54,19 +54,23 @@ class WsprotoEngine:
 
     @property
     def state(self) -> EngineState:
+        """Where the close handshake stands."""
         if self._failed:
             return EngineState.CLOSED
         return _STATES.get(self._connection.state, EngineState.CLOSED)
 
     @property
     def failed(self) -> bool:
+        """Whether this side failed the connection."""
         return self._failed
 
     def data_to_send(self) -> list[bytes]:
+        """Take the control frames queued so far."""
         outgoing, self._outgoing = self._outgoing, []
         return outgoing
 
     def receive(self, data: bytes | memoryview) -> list[Event]:
+        """Feed bytes from the peer; answers are queued as by :class:`~.engine.LeanEngine`."""
         connection = self._connection
         if self._failed or connection.state in (ConnectionState.REMOTE_CLOSING, ConnectionState.CLOSED):
             return []
@@ -104,6 +108,7 @@ class WsprotoEngine:
         return Close(event.code, event.reason or "")
 
     def encode(self, data: str | bytes, fin: bool = True) -> Frames:
+        """The frames of a whole message or of the next streamed chunk; text is cut between characters."""
         self._check_sendable()
         threshold = self.frame_split_threshold
         pieces: list[str | bytes]
@@ -126,10 +131,12 @@ class WsprotoEngine:
         return self._connection.send(message)
 
     def send_ping(self, payload: bytes) -> None:
+        """Queue a ping; :class:`RuntimeError` unless open."""
         self._check_sendable()
         self._outgoing.append(self._connection.send(wsproto_events.Ping(payload=payload)))
 
     def send_close(self, code: int | None, reason: str = "") -> bool:
+        """Queue our close frame; False if one was sent already or the connection failed."""
         if self._failed or self._connection.state is not ConnectionState.OPEN:
             return False
         close = wsproto_events.CloseConnection(code=code, reason=reason or None)  # type: ignore[arg-type]
