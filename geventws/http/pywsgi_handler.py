@@ -12,6 +12,7 @@ from __future__ import annotations
 import io
 import socket
 import ssl
+import time
 from typing import Any, BinaryIO
 
 import gevent
@@ -95,6 +96,7 @@ class WebsocketWSGIHandler(WSGIHandler):  # type: ignore[misc]
     """
 
     _head_deadline: gevent.Timeout | None = None
+    _upgrade_logged = False
 
     def read_requestline(self) -> str:
         idle = getattr(self.server, "keepalive_timeout", None)
@@ -148,8 +150,13 @@ class WebsocketWSGIHandler(WSGIHandler):  # type: ignore[misc]
         self.rfile = _CLOSED_READER
         self.wsgi_input.rfile = _CLOSED_READER
         self.environ["wsgi.input"] = io.BytesIO()
+        # The access line is written now, when the upgrade happens: pywsgi would
+        # write it when the request returns, that is when the connection ends.
+        self._orig_status = "101 Switching Protocols"
+        self.time_finish = time.time()
+        self.log_request()
+        self._upgrade_logged = True
 
-    def run_application(self) -> None:
-        super().run_application()
-        if self.environ[TRANSPORT_KEY].taken:
-            self._orig_status = "101 Switching Protocols"  # for the access log line
+    def log_request(self) -> None:
+        if not self._upgrade_logged:  # an upgraded request was logged at take-over
+            super().log_request()
