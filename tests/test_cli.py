@@ -204,7 +204,8 @@ def test_serves_ipv6_loopback(run):
 
 def test_console_script_with_a_factory_and_no_access_log(run):
     script = Path(sys.executable).parent / "geventws"
-    served = run("sample:create_app('/v1/')", "--bind", "127.0.0.1:0", "--no-access-log", command=[str(script), "serve"])
+    args = ["sample:create_app('/v1/')", "--bind", "127.0.0.1:0", "--no-access-log"]
+    served = run(*args, command=[str(script), "serve"])
     [(_, port)] = served.addresses(1)
     client = websocket.create_connection(f"ws://127.0.0.1:{port}/v1/echo", timeout=5)
     assert echo_over(client) == "ping"

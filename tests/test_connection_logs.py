@@ -106,10 +106,10 @@ def test_compression_and_a_server_close_are_logged(caplog):
 
 def test_a_dropped_connection_is_logged_as_1006(caplog):
     caplog.set_level(logging.INFO)
-    with serve(geventws.Websocket(None, logging.getLogger(LOGGER), None, echo)) as running:
-        with Awaited(LOGGER, "closed by") as closed:
-            running.connect().sock.close()
-            line = closed.wait()
+    endpoint = geventws.Websocket(None, logging.getLogger(LOGGER), None, echo)
+    with serve(endpoint) as running, Awaited(LOGGER, "closed by") as closed:
+        running.connect().sock.close()
+        line = closed.wait()
     assert "closed by the peer with 1006 'Connection lost without a close frame'" in line
 
 
@@ -167,10 +167,9 @@ def test_a_heartbeat_close_is_logged(caplog):
     heartbeat = geventws.PeriodicHeartbeat(period=0.1, queued_ping_limit=1)
     factory = geventws.Rfc6455ClientFactory(heartbeat=heartbeat, rate_limit=None, close_period=0.2)
     endpoint = geventws.Websocket(None, logging.getLogger(LOGGER), None, echo, client_factory=factory)
-    with serve(endpoint) as running:
-        with Awaited(LOGGER, "closed by") as closed:
-            running.connect()  # never reads, so never answers a ping
-            line = closed.wait()
+    with serve(endpoint) as running, Awaited(LOGGER, "closed by") as closed:
+        running.connect()  # never reads, so never answers a ping
+        line = closed.wait()
     beats = messages(caplog, "geventws.heartbeat")
     assert len(beats) == 1 and beats[0].endswith(": 1 pings unanswered, closing with 1008")
     assert "closed by the server with 1008 'No answer to pings'" in line

@@ -39,9 +39,9 @@ def test_serve_yields_urls_and_connections_to_the_app():
 
 
 def test_server_options_reach_the_server():
-    with serve(geventws.Websocket(None, None, None, echo), max_header_size=1024) as running:
-        with pytest.raises(websocket.WebSocketBadStatusException) as refused:
-            running.connect("/", header=["X-Big: " + "x" * 2000])
+    refused_status = pytest.raises(websocket.WebSocketBadStatusException)
+    with serve(geventws.Websocket(None, None, None, echo), max_header_size=1024) as running, refused_status as refused:
+        running.connect("/", header=["X-Big: " + "x" * 2000])
     assert refused.value.status_code == 431
 
 
@@ -118,7 +118,8 @@ def run_pytest(folder, *args):
     """pytest in a fresh process on ``folder`` (no conftest.py there): what a user's suite sees."""
     env = {key: value for key, value in os.environ.items() if key != "PYTEST_ADDOPTS"}
     return subprocess.run(
-        [sys.executable, "-m", "pytest", "-q", "-s", "-p", "no:cacheprovider", "-p", "no:hypothesispytest", *args, str(folder)],
+        [sys.executable, "-m", "pytest", "-q", "-s", "-p", "no:cacheprovider", "-p", "no:hypothesispytest", *args]
+        + [str(folder)],
         capture_output=True,
         text=True,
         timeout=60,
