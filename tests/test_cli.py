@@ -406,3 +406,17 @@ def test_reload_restarts_after_a_source_change(run, app_dir):
             continue
     served.addresses(2)  # listening again, in the new child
     assert http_get(f"http://127.0.0.1:{port}/version") == "2"
+
+
+def test_the_broadcast_example_as_the_readme_starts_it(run):
+    repository = Path(__file__).parent.parent
+    served = run("examples.broadcast.chat:app", "--bind", "127.0.0.1:0", cwd=repository)
+    [(_, port)] = served.addresses(1)
+    assert "<form" in http_get(f"http://127.0.0.1:{port}/")
+    page = "http://127.0.0.1:1337"  # the origins the chat allows
+    alice = websocket.create_connection(f"ws://127.0.0.1:{port}/broadcast", origin=page, timeout=5)
+    assert echo_over(alice, "hello").endswith(": hello")
+    served.process.send_signal(signal.SIGTERM)
+    opcode, frame = alice.recv_data_frame(control_frame=True)
+    assert int.from_bytes(frame.data[:2], "big") == 1001
+    assert served.exit_status() == 0
