@@ -28,6 +28,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from .http.server import DEFAULT_KEEPALIVE_TIMEOUT, DEFAULT_MAX_HEADER_SIZE, DEFAULT_REQUEST_TIMEOUT
+
 #: What ``--bind`` defaults to.
 DEFAULT_BIND = "127.0.0.1:8000"
 #: Seconds between SIGTERM and exit, at most: clients get their 1001 and the time to answer it.
@@ -95,9 +97,8 @@ def build_parser() -> argparse.ArgumentParser:
         "serve",
         help="serve a WSGI app",
         description="Serve a WSGI app (a Router, a Websocket, a Flask app, ...) with geventws.",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
-    serve.add_argument("app", metavar="MODULE:APP", help="the app: MODULE:NAME, MODULE:factory() or MODULE (:app)")
+    serve.add_argument("app", metavar="MODULE:APP", help="MODULE:NAME, MODULE:factory() or MODULE (for MODULE:app)")
     serve.add_argument(
         "--bind",
         "-b",
@@ -105,27 +106,54 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="ADDR",
         help=f"HOST:PORT, [IPV6]:PORT or unix:PATH; repeat to listen on several (default {DEFAULT_BIND})",
     )
-    serve.add_argument("--app-dir", default=".", help="directory put first on sys.path to import the app from")
-    serve.add_argument("--certfile", help="TLS certificate (PEM, with its chain): serve https/wss")
-    serve.add_argument("--keyfile", help="TLS private key (PEM), if not in the certificate file")
-    serve.add_argument("--ca-certs", help="CA certificates (PEM): require client certificates signed by them")
     serve.add_argument(
-        "--log-level", default="info", choices=["debug", "info", "warning", "error", "critical"], help="logging level"
+        "--app-dir", default=".", metavar="DIR", help="import the app from DIR first (default: the current directory)"
+    )
+    serve.add_argument("--certfile", metavar="FILE", help="TLS certificate chain (PEM): serve https and wss")
+    serve.add_argument("--keyfile", metavar="FILE", help="TLS private key (PEM), unless it is in the certificate file")
+    serve.add_argument("--ca-certs", metavar="FILE", help="CA certificates (PEM): require client certificates")
+    serve.add_argument(
+        "--log-level",
+        default="info",
+        choices=["debug", "info", "warning", "error", "critical"],
+        help="the root logger's level (default info; debug adds rate limit and heartbeat events)",
     )
     serve.add_argument(
-        "--access-log", action=argparse.BooleanOptionalAction, default=True, help="log one line per HTTP request"
+        "--access-log",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="one line per HTTP request, on geventws.server.access (default on)",
     )
-    serve.add_argument("--max-connections", type=int, default=None, help="concurrent connections (default unlimited)")
+    serve.add_argument("--max-connections", type=int, metavar="N", help="concurrent connections (default unlimited)")
     serve.add_argument(
         "--graceful-timeout",
         type=float,
         default=DEFAULT_GRACEFUL_TIMEOUT,
-        help="seconds from SIGTERM/SIGINT to exit: WebSocket clients get 1001 and this long to answer",
+        metavar="SECONDS",
+        help=f"from SIGTERM/SIGINT to exit: clients get 1001 and time to answer (default {DEFAULT_GRACEFUL_TIMEOUT:g})",
     )
-    serve.add_argument("--request-timeout", type=float, default=10.0, help="seconds for a whole request head")
-    serve.add_argument("--keepalive-timeout", type=float, default=60.0, help="seconds an idle keep-alive may last")
-    serve.add_argument("--max-header-size", type=int, default=16384, help="bytes of request head (431 past it)")
-    serve.add_argument("--reload", action="store_true", help="restart when a source file changes (development)")
+    serve.add_argument(
+        "--request-timeout",
+        type=float,
+        default=DEFAULT_REQUEST_TIMEOUT,
+        metavar="SECONDS",
+        help=f"for a whole request head (default {DEFAULT_REQUEST_TIMEOUT:g})",
+    )
+    serve.add_argument(
+        "--keepalive-timeout",
+        type=float,
+        default=DEFAULT_KEEPALIVE_TIMEOUT,
+        metavar="SECONDS",
+        help=f"before an idle keep-alive connection is dropped (default {DEFAULT_KEEPALIVE_TIMEOUT:g})",
+    )
+    serve.add_argument(
+        "--max-header-size",
+        type=int,
+        default=DEFAULT_MAX_HEADER_SIZE,
+        metavar="BYTES",
+        help=f"of a request head; larger ones get 431 (default {DEFAULT_MAX_HEADER_SIZE})",
+    )
+    serve.add_argument("--reload", action="store_true", help="restart when a source file changes (development only)")
     return parser
 
 
