@@ -166,14 +166,15 @@ def main(argv: Sequence[str] | None = None) -> None:
             raise UsageError("--keyfile needs --certfile")
         if options.ca_certs and not options.certfile:
             raise UsageError("--ca-certs needs --certfile")
-        _configure_logging(options)
         if options.reload and os.environ.get(_RELOADER_CHILD) != "true":
             # The watching parent: it imports nothing of the app and is not
             # patched; it restarts the child whenever that exits with status 3.
+            _configure_logging(options)
             run_with_reloader = _werkzeug_reloader()
             run_with_reloader(lambda: None, reloader_type="stat")
             return
         _patch()
+        _configure_logging(options)  # after patching: its locks are then gevent's
         if options.reload:
             _serve_reloading(options, binds)
         else:
