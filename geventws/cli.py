@@ -191,25 +191,11 @@ def serve(options: argparse.Namespace, binds: list[Bind]) -> int:
     import gevent
     from gevent.event import AsyncResult
 
-    from .http.endpoint import close_all_websockets
-    from .http.server import Server
-
     ssl_context = _ssl_context(options)
+    server = _build_server(options, binds, ssl_context)
     app = load_app(options.app, options.app_dir)
-    server = Server(
-        logging.getLogger("geventws.server"),
-        max_connections=options.max_connections,
-        request_timeout=options.request_timeout,
-        keepalive_timeout=options.keepalive_timeout,
-        max_header_size=options.max_header_size,
-    )
-    for bind in binds:
-        server.expose(bind.address, ssl_context=None if bind.path is not None else ssl_context)
-    # Endpoints made without a server argument are closed too (with 1001).
-    server.on_stop(close_all_websockets)
-    unix_paths = [bind.path for bind in binds if bind.path is not None]
-
     received: AsyncResult = AsyncResult()
+    unix_paths: list[str] = []
 
     def on_signal(signum: int) -> None:
         if not received.ready():
@@ -228,6 +214,9 @@ def serve(options: argparse.Namespace, binds: list[Bind]) -> int:
         except OSError as error:
             failed = binds[min(len(server.addresses), len(binds) - 1)]  # they start in order
             raise UsageError(f"cannot listen on {failed}: {error.strerror or error}") from None
+        finally:
+            # Only the sockets this server bound: never another process's file.
+            unix_paths[:] = [address for address in server.addresses if isinstance(address, str) and address]
         signum = received.get()
         logger.info("Received %s, stopping (at most %.1f s)", signal.Signals(signum).name, options.graceful_timeout)
         server.stop(timeout=options.graceful_timeout)
@@ -236,6 +225,24 @@ def serve(options: argparse.Namespace, binds: list[Bind]) -> int:
         for handler in handlers:
             handler.cancel()
         _remove_sockets(unix_paths)
+
+
+def _build_server(options: argparse.Namespace, binds: list[Bind], ssl_context: Any) -> Any:
+    from .http.endpoint import close_all_websockets
+    from .http.server import Server
+
+    server = Server(
+        logging.getLogger("geventws.server"),
+        max_connections=options.max_connections,
+        request_timeout=options.request_timeout,
+        keepalive_timeout=options.keepalive_timeout,
+        max_header_size=options.max_header_size,
+    )
+    for bind in binds:
+        server.expose(bind.address, ssl_context=None if bind.path is not None else ssl_context)
+    # Endpoints made without a server argument are closed too (with 1001).
+    server.on_stop(close_all_websockets)
+    return server
 
 
 def load_app(spec: str, app_dir: str = ".") -> Any:

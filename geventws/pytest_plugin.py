@@ -28,6 +28,7 @@ from .testing import TestServer, serve
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
+    """The ``geventws_patch`` ini option (on by default)."""
     parser.addini(
         "geventws_patch",
         "Monkey-patch the test process with gevent at startup (geventws plugin)",
