@@ -238,6 +238,19 @@ def test_sigterm_closes_ten_clients_with_1001_and_exits_within_the_graceful_time
     assert len(served.wait_for(r"closed by the server with 1001 'Server shutting down'", count=10)) == 10
 
 
+def test_clients_that_never_answer_are_cut_off_at_the_graceful_timeout(run):
+    served = run("sample:app", "--bind", "127.0.0.1:0", "--graceful-timeout", "1")
+    [(_, port)] = served.addresses(1)
+    silent = [websocket.create_connection(f"ws://127.0.0.1:{port}/echo", timeout=5) for _ in range(3)]
+    for client in silent:  # they never read again, so never answer the close (the close period is 3 s)
+        assert echo_over(client) == "ping"
+    signalled = time.monotonic()
+    served.process.send_signal(signal.SIGTERM)
+    assert served.exit_status(timeout=5) == 0
+    elapsed = time.monotonic() - signalled
+    assert 1 <= elapsed < 2.5, f"exit took {elapsed:.2f} s"  # the timeout, not the 3 s close period
+
+
 def test_a_second_signal_exits_at_once(run):
     served = run("sample:app", "--bind", "127.0.0.1:0", "--graceful-timeout", "30")
     [(_, port)] = served.addresses(1)
