@@ -47,6 +47,14 @@ def create_app(prefix="/"):
 
 app = create_app()
 not_an_app = 42
+
+
+def create_flask_app():
+    import flask
+
+    flask_app = flask.Flask("sample")
+    flask_app.add_url_rule("/hello", "hello", lambda: "hello from flask")
+    return flask_app
 '''
 
 LISTENING = re.compile(r"Listening on (?:(https?)://(\[[^\]]+\]|[^:]+):(\d+)|unix:(\S+))")
@@ -215,6 +223,14 @@ def test_console_script_with_a_factory_and_no_access_log(run):
     served.process.send_signal(signal.SIGTERM)
     assert served.exit_status() == 0
     assert "geventws.server.access" not in served.output
+
+
+def test_serves_a_flask_app_from_its_factory(run):
+    served = run("sample:create_flask_app()", "--bind", "127.0.0.1:0")
+    [(_, port)] = served.addresses(1)
+    assert http_get(f"http://127.0.0.1:{port}/hello") == "hello from flask"
+    served.process.send_signal(signal.SIGTERM)
+    assert served.exit_status() == 0
 
 
 def test_sigterm_closes_ten_clients_with_1001_and_exits_within_the_graceful_timeout(run):
