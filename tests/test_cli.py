@@ -16,6 +16,8 @@ import pytest
 import websocket
 from gevent.event import Event
 
+from geventws.cli import UsageError, load_app, parse_bind
+
 SAMPLE_APP = '''
 """A sample app for the command line tests: an echo endpoint and a plain HTTP route."""
 
@@ -449,3 +451,46 @@ def test_the_broadcast_example_as_the_readme_starts_it(run):
     opcode, frame = alice.recv_data_frame(control_frame=True)
     assert int.from_bytes(frame.data[:2], "big") == 1001
     assert served.exit_status() == 0
+
+
+@pytest.mark.parametrize(
+    "value, address",
+    [
+        ("127.0.0.1:8000", ("127.0.0.1", 8000)),
+        ("localhost:0", ("localhost", 0)),
+        ("[::1]:1337", ("::1", 1337)),
+        ("[::]:80", ("::", 80)),
+        ("unix:/run/app.sock", "unix:/run/app.sock"),
+    ],
+)
+def test_bind_values(value, address):
+    bind = parse_bind(value)
+    assert bind.address == address
+    assert str(bind) == value
+
+
+BAD_BINDS = ["8000", "localhost", ":8000", "::1:8000", "[::1]", "[::1]8000", "host:99999", "unix:"]
+
+
+@pytest.mark.parametrize("value", BAD_BINDS)
+def test_bad_bind_values(value):
+    with pytest.raises(UsageError, match="invalid --bind"):
+        parse_bind(value)
+
+
+def test_app_specs(tmp_path):
+    (tmp_path / "spec_sample.py").write_text(SAMPLE_APP)
+    try:
+        module = load_app("spec_sample", str(tmp_path))  # MODULE alone: MODULE:app
+        assert module is sys.modules["spec_sample"].app
+        factory_made = load_app("spec_sample:create_app(prefix='/v2/')", str(tmp_path))
+        assert factory_made is not module and callable(factory_made)
+        with pytest.raises(UsageError, match="factory arguments must be Python literals"):
+            load_app("spec_sample:create_app(VERSION)", str(tmp_path))
+        with pytest.raises(UsageError, match="spec_sample:not_an_app is not callable, so it cannot be a factory"):
+            load_app("spec_sample:not_an_app()", str(tmp_path))
+        with pytest.raises(UsageError, match="is not a WSGI app: it is the module"):
+            load_app("spec_sample:geventws", str(tmp_path))
+    finally:
+        sys.modules.pop("spec_sample", None)
+        sys.path.remove(str(tmp_path))
