@@ -57,7 +57,7 @@ class PeriodicHeartbeat:
             if now - max(client.stats.last_read, client.stats.connected) < self.period:
                 continue  # it spoke recently: alive
             if client.missed_heartbeats >= self.queued_ping_limit:
-                logger.info("%r: %d pings unanswered, closing", client, client.missed_heartbeats)
+                logger.debug("%r: %d pings unanswered, closing with 1008", client, client.missed_heartbeats)
                 gevent.spawn(client.close, CloseCode.POLICY_VIOLATION, "No answer to pings")
             else:
                 client.heartbeat_ping()

@@ -6,15 +6,22 @@ buffers fill and TCP slows the peer down.  Nothing is disconnected, and a
 pause never costs a well-behaved client its connection: the heartbeat does not
 judge a paused client, a close wakes the reader at once (the close period
 holds), and a peer that hangs up during a pause is noticed within a second.
+
+The start of each throttling episode is logged at DEBUG on
+``geventws.rate_limit`` (once, not per read), so a client held back by the
+limit can be told from a slow handler.
 """
 
 from __future__ import annotations
 
+import logging
 import time
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
     from .client import WebsocketClient
+
+logger = logging.getLogger("geventws.rate_limit")
 
 
 class ConstantRateLimit:
@@ -32,6 +39,7 @@ class ConstantRateLimit:
         self.frames_per_second = frames_per_second
         self.burst = burst
         self._ready_at: dict[int, float] = {}
+        self._throttled: set[int] = set()  # clients in a throttling episode
 
     def throttle(self, client: WebsocketClient, nbytes: int, nframes: int) -> float:
         """Account for one read; return the seconds the reader should pause (0.0: none)."""
@@ -43,7 +51,19 @@ class ConstantRateLimit:
         ready_at = max(ready_at, now - self.burst)
         ready_at += max(nbytes / self.bytes_per_second, nframes / self.frames_per_second)
         self._ready_at[client.id] = ready_at
-        return max(0.0, ready_at - now)
+        if ready_at <= now:
+            self._throttled.discard(client.id)
+            return 0.0
+        if client.id not in self._throttled:
+            self._throttled.add(client.id)
+            logger.debug(
+                "%r: rate limit reached (%d bytes/s, %d frames/s), reading slowed down",
+                client,
+                self.bytes_per_second,
+                self.frames_per_second,
+            )
+        return ready_at - now
 
     def _forget(self, client: WebsocketClient, info: object) -> None:
         self._ready_at.pop(client.id, None)
+        self._throttled.discard(client.id)

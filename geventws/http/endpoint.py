@@ -4,6 +4,14 @@ Flow of one request: the acceptor judges the handshake
 before anything is written, so a refusal is a normal HTTP response;
 on acceptance compression is negotiated, the 101 is written on the raw socket,
 and the client handler runs in this very greenlet until the connection ends.
+
+Each connection is logged at INFO on the endpoint's logger when it is accepted
+and when it has ended, with what an operator asks first: who, where, how it
+closed and how much went each way.
+
+Every endpoint joins a process-wide registry (weakly held) so a process that
+is shutting down can close every client with 1001, including those of endpoints
+made without a ``server`` (see :func:`close_all_websockets`).
 """
 
 from __future__ import annotations
@@ -11,7 +19,9 @@ from __future__ import annotations
 import contextlib
 import logging
 import socket
+import time
 import warnings
+import weakref
 from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any, Callable, Protocol
 
@@ -20,7 +30,7 @@ from werkzeug.wrappers import Request, Response
 
 from ..connection.client import WebsocketClient
 from ..connection.client_factory import Rfc6455ClientFactory, WebsocketClientFactory
-from ..protocol.close import CloseCode, WebsocketClosedException
+from ..protocol.close import CloseCode, WebsocketClosedException, WebsocketCloseInfo
 from ..protocol.deflate import NegotiatedDeflate
 from ..protocol.handshake import serialize_101
 from .acceptor import Rfc6455Acceptor, WebsocketAcceptor
@@ -78,6 +88,7 @@ class Websocket:
         self._accepting = True
         if server is not None:
             server.on_stop(self.close_all)
+        _live_endpoints.add(self)
 
     @property
     def clients(self) -> frozenset[WebsocketClient]:
@@ -118,6 +129,8 @@ class Websocket:
             return
         client = self._client_factory.create_client(request, response, sock, leftover, compression)
         self._clients.add(client)
+        self._log_accepted(client, request)
+        client.on_close(self._log_closed)
         try:
             client.start()
             self._run_handler(client, request, response)
@@ -145,6 +158,54 @@ class Websocket:
             client.close(CloseCode.UNEXPECTED_SERVER_ERROR, "Internal server error")
             return
         client.close(CloseCode.NORMAL_CLOSE)
+
+    def _log_accepted(self, client: WebsocketClient, request: Request) -> None:
+        self.logger.info(
+            "WebSocket #%d accepted from %s on %s (subprotocol %s, compression %s)",
+            client.id,
+            _format_address(client.remote_address),
+            request.path,
+            client.subprotocol or "none",
+            "on" if client.is_compression_enabled else "off",
+        )
+
+    def _log_closed(self, client: WebsocketClient, info: WebsocketCloseInfo) -> None:
+        stats = client.stats
+        self.logger.info(
+            "WebSocket #%d closed by %s with %d%s after %.3f s;"
+            " received %d messages (%d bytes), sent %d messages (%d bytes)",
+            client.id,
+            "the peer" if info.by_peer else "the server",
+            info.code,
+            f" {info.reason!r}" if info.reason else "",
+            max(0.0, (stats.closed or time.time()) - stats.connected),
+            stats.messages_received,
+            stats.bytes_received,
+            stats.messages_sent,
+            stats.bytes_sent,
+        )
+
+
+_live_endpoints: weakref.WeakSet[Websocket] = weakref.WeakSet()
+
+
+def close_all_websockets(code: int = CloseCode.GOING_AWAY, reason: str = "Server shutting down") -> None:
+    """Close the clients of every live :class:`Websocket` in this process at once.
+
+    For a process that is shutting down (``geventws serve`` calls it on
+    SIGTERM): endpoints made without a ``server`` are not told by any
+    ``Server.stop()``, yet their clients deserve a 1001 too.  Returns within
+    the clients' close period.
+    """
+    closers = [gevent.spawn(endpoint.close_all, code, reason) for endpoint in list(_live_endpoints)]
+    gevent.joinall(closers)
+
+
+def _format_address(address: Any) -> str:
+    if isinstance(address, tuple) and len(address) >= 2:
+        host, port = address[0], address[1]
+        return f"[{host}]:{port}" if ":" in str(host) else f"{host}:{port}"
+    return str(address) or "unix socket"
 
 
 def _disable_nagle(sock: socket.socket) -> None:

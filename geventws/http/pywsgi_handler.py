@@ -12,6 +12,7 @@ from __future__ import annotations
 import io
 import socket
 import ssl
+import time
 from typing import Any, BinaryIO
 
 import gevent
@@ -95,6 +96,7 @@ class WebsocketWSGIHandler(WSGIHandler):  # type: ignore[misc]
     """
 
     _head_deadline: gevent.Timeout | None = None
+    _upgrade_logged = False
 
     def read_requestline(self) -> str:
         """Read the request line: idle keep-alive time first, then the head's deadline."""
@@ -152,9 +154,14 @@ class WebsocketWSGIHandler(WSGIHandler):  # type: ignore[misc]
         self.rfile = _CLOSED_READER
         self.wsgi_input.rfile = _CLOSED_READER
         self.environ["wsgi.input"] = io.BytesIO()
+        # The access line is written now, when the upgrade happens: pywsgi would
+        # write it when the request returns, that is when the connection ends.
+        self._orig_status = "101 Switching Protocols"
+        self.time_finish = time.time()
+        self.log_request()
+        self._upgrade_logged = True
 
-    def run_application(self) -> None:
-        """Run the app; an upgraded request is logged as 101."""
-        super().run_application()
-        if self.environ[TRANSPORT_KEY].taken:
-            self._orig_status = "101 Switching Protocols"  # for the access log line
+    def log_request(self) -> None:
+        """Write the access line, once: an upgraded request was logged at take-over."""
+        if not self._upgrade_logged:  # an upgraded request was logged at take-over
+            super().log_request()
