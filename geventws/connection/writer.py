@@ -168,7 +168,7 @@ class Writer:
         self._check_open()
         wire = message.wire
         try:
-            written = self._send_raw(wire)
+            written = self._send_nowait([wire])
         except OSError as error:
             raise self._fail(error) from error
         if written:
@@ -223,7 +223,7 @@ class Writer:
             buffers = [b"".join(buffers)]
         total = sum(map(len, buffers)) if len(buffers) > 1 else len(buffers[0])
         try:
-            sent = self._send_raw(buffers[0]) if len(buffers) == 1 else self._sendmsg_raw(buffers)
+            sent = self._send_nowait(buffers)
             if sent < total:
                 rest = buffers[0] if len(buffers) == 1 else b"".join(buffers)
                 self._sendall(memoryview(rest)[max(sent, 0) :])
@@ -244,22 +244,13 @@ class Writer:
         self._stats.frames_sent += self._partial_frames
         self._count_message()
 
-    def _send_raw(self, data: bytes | memoryview) -> int:
-        """One non-blocking send on the OS socket: bytes written, or -1 without one (TLS)."""
+    def _send_nowait(self, buffers: Sequence[bytes | memoryview]) -> int:
+        """One non-blocking send (gathered for several buffers) on the OS socket: bytes written, -1 under TLS."""
         raw = self._raw
         if raw is None:
             return -1
         try:
-            return int(raw.send(data))
-        except BlockingIOError:
-            return 0
-
-    def _sendmsg_raw(self, buffers: Sequence[bytes | memoryview]) -> int:
-        raw = self._raw
-        if raw is None:
-            return -1
-        try:
-            return int(raw.sendmsg(buffers))
+            return int(raw.send(buffers[0]) if len(buffers) == 1 else raw.sendmsg(buffers))
         except BlockingIOError:
             return 0
 

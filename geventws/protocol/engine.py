@@ -119,7 +119,25 @@ class _Failure(Exception):
         self.reason = reason
 
 
-class LeanEngine:
+class AnswerQueue:
+    """What both engines share: the control frames queued for :meth:`data_to_send`, and the failure flag."""
+
+    def __init__(self) -> None:
+        self._outgoing: list[bytes] = []
+        self._failed = False
+
+    @property
+    def failed(self) -> bool:
+        """Whether this side failed the connection."""
+        return self._failed
+
+    def data_to_send(self) -> list[bytes]:
+        """Take the control frames queued so far."""
+        outgoing, self._outgoing = self._outgoing, []
+        return outgoing
+
+
+class LeanEngine(AnswerQueue):
     """The server side of one connection, with or without permessage-deflate: the default engine."""
 
     def __init__(
@@ -132,10 +150,9 @@ class LeanEngine:
         self.frame_size_limit = limits.frame_size_limit
         self.text_only = limits.text_only
         self.frame_split_threshold = frame_split_threshold
+        super().__init__()
         self._state = EngineState.OPEN
-        self._failed = False
         self._remote_closed = False  # the peer's close frame arrived: nothing more is parsed
-        self._outgoing: list[bytes] = []
         self._pending = b""  # an incomplete frame header, or control frame
         # The data frame whose payload is arriving:
         self._remaining = 0
@@ -154,16 +171,6 @@ class LeanEngine:
     def state(self) -> EngineState:
         """Where the close handshake stands."""
         return self._state
-
-    @property
-    def failed(self) -> bool:
-        """Whether this side failed the connection."""
-        return self._failed
-
-    def data_to_send(self) -> list[bytes]:
-        """Take the control frames queued so far."""
-        outgoing, self._outgoing = self._outgoing, []
-        return outgoing
 
     # ------------------------------------------------------------- receiving
 

@@ -22,7 +22,7 @@ from wsproto.connection import Connection, ConnectionState, ConnectionType
 from wsproto.extensions import Extension
 
 from .close import is_sendable_code
-from .engine import DEFAULT_FRAME_SPLIT_THRESHOLD, EngineState, Frames
+from .engine import DEFAULT_FRAME_SPLIT_THRESHOLD, AnswerQueue, EngineState, Frames
 from .events import Close, Data, Event, Ping, Pong, ProtocolFailure
 from .limits import MessageLimits
 
@@ -32,7 +32,7 @@ _STATES = {
 }
 
 
-class WsprotoEngine:
+class WsprotoEngine(AnswerQueue):
     """The server side of one connection, on wsproto: the reference the lean engine is tested against."""
 
     def __init__(
@@ -41,6 +41,7 @@ class WsprotoEngine:
         extensions: Sequence[Extension] = (),
         frame_split_threshold: int = DEFAULT_FRAME_SPLIT_THRESHOLD,
     ) -> None:
+        super().__init__()
         self._limits = limits
         for extension in extensions:
             bind = getattr(extension, "bind_limits", None)
@@ -49,8 +50,6 @@ class WsprotoEngine:
         # Limits go last so that they see the payload after decompression.
         self._connection = Connection(ConnectionType.SERVER, [*extensions, limits])
         self.frame_split_threshold = frame_split_threshold
-        self._failed = False
-        self._outgoing: list[bytes] = []
 
     @property
     def state(self) -> EngineState:
@@ -58,16 +57,6 @@ class WsprotoEngine:
         if self._failed:
             return EngineState.CLOSED
         return _STATES.get(self._connection.state, EngineState.CLOSED)
-
-    @property
-    def failed(self) -> bool:
-        """Whether this side failed the connection."""
-        return self._failed
-
-    def data_to_send(self) -> list[bytes]:
-        """Take the control frames queued so far."""
-        outgoing, self._outgoing = self._outgoing, []
-        return outgoing
 
     def receive(self, data: bytes | memoryview) -> list[Event]:
         """Feed bytes from the peer; answers are queued as by :class:`~.engine.LeanEngine`."""
