@@ -85,6 +85,7 @@ class Websockets:
     def init_app(self, app: flask.Flask) -> None:
         """Register the routes declared so far (and any declared later) on ``app``."""
         app.extensions["geventws"] = self
+        app.after_request(_close_refused_handshake)
         self._apps.append(app)
         for rule, endpoint, view, options in self._routes:
             _add_rules(app, rule, endpoint, view, options)
@@ -101,18 +102,23 @@ class Websockets:
         compression: Compression = None,
         client_factory: WebsocketClientFactory | None = None,
         acceptor: WebsocketAcceptor | None = None,
+        decorators: Sequence[Callable[[Callable[..., Any]], Callable[..., Any]]] = (),
         **options: Any,
     ) -> Callable[[Handler], Handler]:
         """Decorate ``handler(client, **url_variables)`` to serve WebSocket connections on ``rule``.
 
         ``blueprint`` registers the route on a blueprint instead of the apps;
-        ``endpoint`` defaults to the handler's name; the other arguments
+        ``endpoint`` defaults to the handler's name; ``decorators`` wrap the
+        view that answers the handshake, like Flask's ``View.decorators``
+        (``decorators=[login_required]``: a response it returns refuses the
+        handshake; a decorator written under ``@ws.route`` would wrap the
+        handler instead, which runs after the 101).  The other arguments
         override the extension's defaults for this route, and ``options`` go
         to Flask's ``add_url_rule`` (``defaults``, ``subdomain``, ...).
         Returns the handler unchanged.
         """
 
-        def decorator(handler: Handler) -> Handler:
+        def register(handler: Handler) -> Handler:
             websocket = Websocket(
                 None,
                 self.logger,
@@ -124,6 +130,8 @@ class Websockets:
             view = _view(websocket)
             view.__name__ = handler.__name__
             view.__doc__ = handler.__doc__
+            for decorator in decorators:
+                view = decorator(view)
             name = endpoint or handler.__name__
             if blueprint is not None:
                 _add_rules(blueprint, rule, name, view, options)
@@ -133,7 +141,7 @@ class Websockets:
                     _add_rules(app, rule, name, view, options)
             return handler
 
-        return decorator
+        return register
 
     def _acceptor(self, origins: Iterable[str] | None, subprotocols: Subprotocols) -> WebsocketAcceptor:
         if origins is None and subprotocols is None and self.acceptor is not None:
@@ -150,6 +158,15 @@ def _add_rules(target: Scaffold, rule: str, endpoint: str, view: Callable[..., A
     # requests only against the others: one of each reaches the same view.
     target.add_url_rule(rule, endpoint, view, methods=["GET"], **options)
     target.add_url_rule(rule, endpoint, view, methods=["GET"], websocket=True, **options)
+
+
+def _close_refused_handshake(response: flask.Response) -> flask.Response:
+    # A handshake refused by before_request or a decorator: the client will not
+    # send another request on this connection (as for the acceptor's refusals).
+    rule = flask.request.url_rule
+    if rule is not None and rule.websocket and response.status_code != 101:
+        response.headers["Connection"] = "close"
+    return response
 
 
 def _view(websocket: Websocket) -> Callable[..., Any]:
