@@ -50,8 +50,11 @@ class Served:
     def login(self, name: str) -> str:
         """Log in through the app's form; returns the session cookie for the handshake."""
         request = urllib.request.Request(self.http_url + "/login", data=f"name={name}".encode())
-        with urllib.request.urlopen(request, timeout=10) as reply:
-            cookie = reply.headers["Set-Cookie"]
+        try:
+            with _NO_REDIRECTS.open(request, timeout=10) as reply:
+                cookie = reply.headers["Set-Cookie"]
+        except urllib.error.HTTPError as redirect:  # a login form answering with a redirect
+            cookie = redirect.headers["Set-Cookie"]
         return str(cookie.split(";", 1)[0])
 
     def connect(self, path: str, cookie: str | None = None, **options: Any) -> websocket.WebSocket:
@@ -59,6 +62,14 @@ class Served:
         if cookie:
             options["cookie"] = cookie
         return websocket.create_connection(f"ws://127.0.0.1:{self.port}{path}", **options)
+
+
+class _KeepRedirects(urllib.request.HTTPRedirectHandler):
+    def redirect_request(self, *args: Any, **kwargs: Any) -> None:
+        return None
+
+
+_NO_REDIRECTS = urllib.request.build_opener(_KeepRedirects)
 
 
 def free_port() -> int:
