@@ -10,6 +10,8 @@ Run it with our server (http://127.0.0.1:5000)::
 or under gunicorn with the geventws worker::
 
     gunicorn -k geventws.gunicorn.Worker -w 1 -b 127.0.0.1:5000 --chdir examples/flask_app app:app
+
+Set ``BEHIND_PROXY=1`` when it runs behind nginx (see README.rst, Deployment).
 """
 
 # Patch first, before anything imports socket, time or threading.
@@ -24,6 +26,7 @@ import sys  # noqa: E402
 
 from chat import bp, ws  # noqa: E402
 from flask import Flask  # noqa: E402
+from werkzeug.middleware.proxy_fix import ProxyFix  # noqa: E402
 
 
 def create_app() -> Flask:
@@ -32,6 +35,9 @@ def create_app() -> Flask:
     app.secret_key = os.environ.get("SECRET_KEY", "change me: sessions are signed with this key")
     app.register_blueprint(bp)
     ws.init_app(app)
+    if os.environ.get("BEHIND_PROXY"):
+        # Behind one reverse proxy (nginx): trust its X-Forwarded-For/-Proto/-Host, one hop only.
+        app.wsgi_app = ProxyFix(app.wsgi_app, x_for=1, x_proto=1, x_host=1)  # type: ignore[method-assign]
     return app
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import functools
 import json
+import logging
 from collections.abc import Callable
 from typing import Any
 
@@ -12,6 +13,7 @@ from flask import Blueprint, jsonify, redirect, render_template, request, sessio
 from geventws import WebsocketClient, WebsocketClientGateway
 from geventws.flask import Websockets
 
+logger = logging.getLogger("flask_app.chat")
 bp = Blueprint("chat", __name__)
 ws = Websockets()
 #: Everyone in the chat; broadcasts are bounded per client, so a slow browser cannot stall the others.
@@ -72,6 +74,8 @@ def who_is_online() -> Any:
 def chat(client: WebsocketClient) -> None:
     """Runs inside the request context for the whole connection: ``session`` is the user's."""
     user = session["user"]
+    # Behind nginx with BEHIND_PROXY=1 this is the browser's address, not nginx's.
+    logger.info("%s joined from %s", user, client.remote_address[0])
     online[client.id] = user
     client.on_close(lambda client, info: _leave(client.id, user))
     gateway.add_client(client)
