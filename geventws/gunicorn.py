@@ -47,6 +47,14 @@ _NOTIFY_INTERVAL = 1.0
 class _Handler(WebsocketWSGIHandler, PyWSGIHandler):  # type: ignore[misc]
     """Our handshake-aware handler, logging through gunicorn's access log, counting requests."""
 
+    close_connection: bool
+
+    def read_request(self, raw_requestline: str) -> Any:
+        result = super().read_request(raw_requestline)
+        if getattr(self.server, "close_after_each_request", False):
+            self.close_connection = True  # --keep-alive 0: one request per connection
+        return result
+
     def get_environ(self) -> dict[str, Any]:
         environ: dict[str, Any] = super().get_environ()
         worker = getattr(self.server, "worker", None)
@@ -107,7 +115,10 @@ class Worker(GeventPyWSGIWorker):  # type: ignore[misc]
         )
         # Read by the handler for each connection.
         server.worker = self
-        server.keepalive_timeout = self.cfg.keepalive or None
+        keepalive = self.cfg.keepalive
+        server.close_after_each_request = keepalive <= 0
+        # Without keep-alive, a new connection still gets no longer than a request head to start.
+        server.keepalive_timeout = keepalive if keepalive > 0 else DEFAULT_REQUEST_TIMEOUT
         server.request_timeout = DEFAULT_REQUEST_TIMEOUT
         server.max_header_size = DEFAULT_MAX_HEADER_SIZE
         server.start()

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import signal
 import socket
+import ssl
 import subprocess
 import sys
 import threading
@@ -33,8 +34,15 @@ class Served:
     extra: dict[str, Any] = field(default_factory=dict)
 
     @property
+    def tls(self) -> bool:
+        return bool(self.extra.get("tls"))
+
+    @property
     def http_url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
+        return f"{'https' if self.tls else 'http'}://127.0.0.1:{self.port}"
+
+    def _context(self) -> ssl.SSLContext | None:
+        return ssl._create_unverified_context() if self.tls else None  # a throwaway self-signed certificate
 
     def log(self) -> str:
         return self.log_path.read_text(errors="replace") if self.log_path else ""
@@ -42,7 +50,7 @@ class Served:
     def get(self, path: str, cookie: str | None = None) -> tuple[int, bytes]:
         request = urllib.request.Request(self.http_url + path, headers={"Cookie": cookie} if cookie else {})
         try:
-            with urllib.request.urlopen(request, timeout=10) as reply:
+            with urllib.request.urlopen(request, timeout=10, context=self._context()) as reply:
                 return reply.status, reply.read()
         except urllib.error.HTTPError as error:
             return error.code, error.read()
@@ -51,7 +59,10 @@ class Served:
         """Log in through the app's form; returns the session cookie for the handshake."""
         request = urllib.request.Request(self.http_url + "/login", data=f"name={name}".encode())
         try:
-            with _NO_REDIRECTS.open(request, timeout=10) as reply:
+            opener = _NO_REDIRECTS if not self.tls else urllib.request.build_opener(
+                _KeepRedirects, urllib.request.HTTPSHandler(context=self._context())
+            )
+            with opener.open(request, timeout=10) as reply:
                 cookie = reply.headers["Set-Cookie"]
         except urllib.error.HTTPError as redirect:  # a login form answering with a redirect
             cookie = redirect.headers["Set-Cookie"]
@@ -61,7 +72,9 @@ class Served:
         options.setdefault("timeout", 10)
         if cookie:
             options["cookie"] = cookie
-        return websocket.create_connection(f"ws://127.0.0.1:{self.port}{path}", **options)
+        if self.tls:
+            options["sslopt"] = {"cert_reqs": ssl.CERT_NONE, "check_hostname": False}
+        return websocket.create_connection(f"{'wss' if self.tls else 'ws'}://127.0.0.1:{self.port}{path}", **options)
 
 
 class _KeepRedirects(urllib.request.HTTPRedirectHandler):
@@ -128,7 +141,7 @@ def gunicorn(
     command += ["--access-logfile", "-", "--error-logfile", "-", *_no_control_socket(), *arguments, app]
     with open(log_path, "wb") as log:
         process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
-    served = Served("gunicorn " + " ".join(arguments), port, process, log_path)
+    served = Served("gunicorn " + " ".join(arguments), port, process, log_path, {"tls": "--certfile" in arguments})
     try:
         wait_until_serving(served)
         yield served

@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import shutil
 import signal
+import socket
+import subprocess
 import time
 from pathlib import Path
 
@@ -84,3 +86,49 @@ def test_blocking_workers_refuse_the_upgrade_and_say_what_works(tmp_path: Path, 
     log = served.log()
     assert "gunicorn's sync and gthread workers serve a request in a blocking thread" in log
     assert "-k geventws.gunicorn.Worker" in log
+
+
+def test_tls_options_apply(tmp_path: Path) -> None:
+    if shutil.which("openssl") is None:
+        pytest.skip("openssl not installed")
+    cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
+    subprocess.run(
+        ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1", "-subj", "/CN=127.0.0.1"]
+        + ["-keyout", str(key), "-out", str(cert)],
+        check=True,
+        capture_output=True,
+    )
+    with gunicorn(tmp_path, *WORKER, "-w", "1", "--certfile", str(cert), "--keyfile", str(key)) as served:
+        client = served.connect("/echo", served.login("alice"))
+        try:
+            assert client.recv().startswith("hello alice")
+            client.send_binary(b"over tls")
+            assert client.recv() == b"over tls"
+        finally:
+            client.close()
+
+
+def test_keep_alive_drops_idle_connections_after_the_setting(tmp_path: Path) -> None:
+    with (
+        gunicorn(tmp_path, *WORKER, "-w", "1", "--keep-alive", "1") as served,
+        socket.create_connection(("127.0.0.1", served.port), timeout=10) as sock,
+    ):
+        sock.sendall(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+        answered = time.monotonic()
+        received = b""
+        while chunk := sock.recv(65536):
+            received += chunk
+        idle = time.monotonic() - answered
+    assert received.startswith(b"HTTP/1.1 200")
+    assert 0.5 < idle < 5, idle
+
+
+def test_keep_alive_0_closes_after_each_request(tmp_path: Path) -> None:
+    with gunicorn(tmp_path, *WORKER, "-w", "1", "--keep-alive", "0") as served:
+        with socket.create_connection(("127.0.0.1", served.port), timeout=10) as sock:
+            sock.sendall(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+            started = time.monotonic()
+            received = b""
+            while chunk := sock.recv(65536):
+                received += chunk
+        assert received.startswith(b"HTTP/1.1 200") and time.monotonic() - started < 5  # not the 10 s idle limit
