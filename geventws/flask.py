@@ -46,7 +46,7 @@ Subprotocols = Union[Sequence[str], SubprotocolSelector, None]
 #: ``True`` for :class:`Rfc7692CompressionFactory` with its defaults, a factory, or ``None``/``False`` for none.
 Compression = Union[CompressionFactory, bool, None]
 
-logger = logging.getLogger("geventws.flask")
+_logger = logging.getLogger("geventws.flask")
 
 
 class Websockets:
@@ -76,7 +76,7 @@ class Websockets:
         self.compression = compression
         self.client_factory = client_factory
         self.acceptor = acceptor
-        self.logger = logger or globals()["logger"]
+        self.logger = logger or _logger
         self._apps: list[flask.Flask] = []
         self._routes: list[tuple[str, str, Callable[..., Any], dict[str, Any]]] = []
         if app is not None:
