@@ -130,3 +130,28 @@ def test_patched_process_is_not_warned() -> None:
     )
     output = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=True).stdout
     assert "monkey-patched" not in output
+
+
+UNPATCHED_WERKZEUG = """
+import logging, sys, threading
+logging.basicConfig(stream=sys.stdout, level=logging.ERROR, format="%(name)s %(levelname)s %(message)s")
+import websocket
+from werkzeug.serving import make_server
+from geventws import Websocket
+server = make_server("127.0.0.1", 0, Websocket(None, None, None, lambda client, request, response: None), threaded=True)
+threading.Thread(target=server.serve_forever, daemon=True).start()
+try:
+    websocket.create_connection(f"ws://127.0.0.1:{server.server_port}/", timeout=10)
+except websocket.WebSocketBadStatusException as refused:
+    print("status", refused.status_code)
+server.shutdown()
+"""
+
+
+def test_werkzeug_in_an_unpatched_process_refuses_and_says_how_to_switch() -> None:
+    output = subprocess.run(
+        [sys.executable, "-c", UNPATCHED_WERKZEUG], capture_output=True, text=True, timeout=60, check=True
+    ).stdout
+    assert "status 500" in output
+    assert "werkzeug's development server runs this request in a blocking thread" in output
+    assert "python -m gevent.monkey --module flask run" in output
