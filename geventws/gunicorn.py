@@ -11,7 +11,7 @@ and handshakes appear in gunicorn's access log with status 101.
 Stopping: on SIGTERM, SIGINT and SIGQUIT, when ``--max-requests`` is reached
 and when ``--reload`` sees a change, the worker stops accepting, closes every
 WebSocket client of the process with 1001 "Server shutting down" at once
-(:func:`~geventws.http.endpoint.close_all_endpoints`), waits for the close
+(:func:`~geventws.http.endpoint.close_all_websockets`), waits for the close
 handshakes and the remaining requests, and exits within ``--graceful-timeout``.
 gunicorn's own gevent workers only wait out the graceful timeout and then
 drop WebSocket clients without a close frame.
@@ -29,7 +29,7 @@ from gunicorn.http.wsgi import base_environ
 from gunicorn.sock import ssl_context
 from gunicorn.workers.ggevent import VERSION, GeventPyWSGIWorker, PyWSGIHandler, PyWSGIServer
 
-from .http.endpoint import close_all_endpoints
+from .http.endpoint import close_all_websockets
 from .http.patching import warn_if_unpatched
 from .http.pywsgi_handler import WebsocketWSGIHandler
 from .http.server import DEFAULT_MAX_HEADER_SIZE, DEFAULT_REQUEST_TIMEOUT
@@ -128,7 +128,7 @@ class Worker(GeventPyWSGIWorker):  # type: ignore[misc]
         deadline = time.monotonic() + self.cfg.graceful_timeout
         for server in servers:
             server.close()  # stop accepting; requests in progress go on
-        closing = gevent.spawn(close_all_endpoints)
+        closing = gevent.spawn(close_all_websockets)
         while time.monotonic() < deadline:
             busy = not closing.dead or any(server.pool.free_count() != server.pool.size for server in servers)
             if not busy:
