@@ -2,8 +2,9 @@
 
 Flow of one request: the acceptor judges the handshake
 before anything is written, so a refusal is a normal HTTP response;
-on acceptance compression is negotiated, the 101 is written on the raw socket,
-and the client handler runs in this very greenlet until the connection ends.
+on acceptance compression is negotiated, the server's socket is taken over
+(:mod:`.handover`) with the 101, and the client handler runs in this very
+greenlet until the connection ends.
 
 Each connection is logged at INFO on the endpoint's logger when it is accepted
 and when it has ended, with what an operator asks first: who, where, how it
@@ -32,10 +33,9 @@ from ..connection.client import WebsocketClient
 from ..connection.client_factory import Rfc6455ClientFactory, WebsocketClientFactory
 from ..protocol.close import CloseCode, WebsocketClosedException, WebsocketCloseInfo
 from ..protocol.deflate import NegotiatedDeflate
-from ..protocol.handshake import serialize_101
 from .acceptor import Rfc6455Acceptor, WebsocketAcceptor
 from .client_handler import ClientHandler, as_callable
-from .pywsgi_handler import TRANSPORT_KEY
+from .handover import UnsupportedServerError, find_handover
 
 if TYPE_CHECKING:
     from .server import Server
@@ -51,6 +51,12 @@ class CompressionFactory(Protocol):
 
 class Websocket:
     """A WSGI app serving WebSocket connections on whatever route it is mounted.
+
+    It works under any gevent WSGI server (:mod:`.handover` takes the socket
+    over in each server's own way) and behind any middleware that passes
+    ``start_response`` on.  :meth:`handshake` and :meth:`upgrade` are the two
+    halves of a call, for integrations that judge the handshake in their own
+    dispatch (the Flask extension).
 
     ``server`` (optional) closes this endpoint's clients with 1001 when it
     stops; ``logger`` defaults to ``geventws.websocket``; ``acceptor`` to
@@ -98,36 +104,45 @@ class Websocket:
     def __call__(self, environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterable[bytes]:
         """Judge the handshake; on acceptance run the handler in this greenlet until the connection ends."""
         request = Request(environ)
-        response = self._acceptor.handle_handshake(request)
+        response = self.handshake(request)
         if response.status_code == 101:
-            transport = environ.get(TRANSPORT_KEY)
-            if not self._accepting:
-                response = Response("Server shutting down", status=503)
-            elif transport is None:
-                self.logger.error("Cannot upgrade: the WSGI server does not offer %s", TRANSPORT_KEY)
-                response = Response("WebSocket upgrade not supported by this server", status=500)
-            else:
-                self._upgrade(transport, request, response)
-                return []
+            return self.upgrade(environ, start_response, request, response)
         response.headers["Connection"] = "close"
         return response(environ, start_response)
 
-    def close_all(self, code: int = CloseCode.GOING_AWAY, reason: str = "Server shutting down") -> None:
-        """Stop accepting and close every client at once; returns within the close period."""
-        self._accepting = False
-        closers = [gevent.spawn(client.close, code, reason) for client in list(self._clients)]
-        gevent.joinall(closers)
+    def handshake(self, request: Request) -> Response:
+        """The acceptor's answer to ``request`` (503 once the endpoint is shutting down); nothing is written yet."""
+        response = self._acceptor.handle_handshake(request)
+        if response.status_code == 101 and not self._accepting:
+            response = Response("Server shutting down", status=503)
+        return response
 
-    def _upgrade(self, transport: Any, request: Request, response: Response) -> None:
-        compression = self._negotiate_compression(request, response)
-        sock, leftover = transport.take_over()
-        _disable_nagle(sock)
+    def upgrade(
+        self, environ: dict[str, Any], start_response: Callable[..., Any], request: Request, response: Response
+    ) -> Iterable[bytes]:
+        """Complete an accepted handshake and run the client handler until the connection ends.
+
+        ``response`` is the 101 from :meth:`handshake` (other middleware may
+        have added headers).  Returns what the WSGI app returns to the server.
+        When the server cannot hand its socket over, answers 500 and logs
+        which servers can.
+        """
         try:
-            sock.sendall(serialize_101(response.headers.items()))
+            handover = find_handover(environ, start_response)
+        except UnsupportedServerError as error:
+            self.logger.error("%s", error)
+            refusal = Response("WebSocket upgrade not supported by this server (see the server log)", status=500)
+            refusal.headers["Connection"] = "close"
+            return refusal(environ, start_response)
+        compression = self._negotiate_compression(request, response)
+        try:
+            sock, leftover = handover.upgrade(list(response.headers.items()))
         except OSError as error:
             self.logger.debug("Peer left during the handshake: %s", error)
-            return
+            return handover.finish()
+        _disable_nagle(sock)
         client = self._client_factory.create_client(request, response, sock, leftover, compression)
+        _use_forwarded_address(client, environ)
         self._clients.add(client)
         self._log_accepted(client, request)
         client.on_close(self._log_closed)
@@ -137,6 +152,13 @@ class Websocket:
         finally:
             self._clients.discard(client)
             client.abort()
+        return handover.finish()
+
+    def close_all(self, code: int = CloseCode.GOING_AWAY, reason: str = "Server shutting down") -> None:
+        """Stop accepting and close every client at once; returns within the close period."""
+        self._accepting = False
+        closers = [gevent.spawn(client.close, code, reason) for client in list(self._clients)]
+        gevent.joinall(closers)
 
     def _negotiate_compression(self, request: Request, response: Response) -> NegotiatedDeflate | None:
         if self._compression_factory is None:
@@ -199,6 +221,20 @@ def close_all_websockets(code: int = CloseCode.GOING_AWAY, reason: str = "Server
     """
     closers = [gevent.spawn(endpoint.close_all, code, reason) for endpoint in list(_live_endpoints)]
     gevent.joinall(closers)
+
+
+def _use_forwarded_address(client: WebsocketClient, environ: dict[str, Any]) -> None:
+    """Name the peer as the application saw it: behind a proxy and werkzeug's
+    ``ProxyFix``, ``REMOTE_ADDR`` is the forwarded client address, not the proxy's."""
+    remote = environ.get("REMOTE_ADDR")
+    peer = client.remote_address
+    if not remote or (isinstance(peer, tuple) and peer[0] == remote):
+        return
+    try:
+        port = int(environ.get("REMOTE_PORT") or 0)
+    except ValueError:
+        port = 0
+    client.remote_address = (remote, port)
 
 
 def _format_address(address: Any) -> str:

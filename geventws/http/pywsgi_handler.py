@@ -2,9 +2,10 @@
 
 WSGI has no standard way to take over the socket after a 101, so the server's
 request handler puts a :class:`Transport` into the environ under
-:data:`TRANSPORT_KEY`.  The endpoint calls :meth:`Transport.take_over` once it
-has decided to accept; from then on the HTTP server writes nothing more on that
-connection and closes it when the endpoint returns.
+:data:`TRANSPORT_KEY`.  The endpoint has pywsgi write the 101 (through
+``start_response``, so the access log records it) and then calls
+:meth:`Transport.take_over`: from then on the HTTP server writes nothing more
+on that connection, ends keep-alive and closes it when the endpoint returns.
 """
 
 from __future__ import annotations
@@ -37,15 +38,17 @@ class Transport:
         WebSocket connection it would cost its buffer for nothing.
         """
         self.taken = True
-        leftover = _drain(self.reader, self.socket)
+        leftover = drain_reader(self.reader, self.socket)
         self.reader = _CLOSED_READER
         if self._on_take_over is not None:
             self._on_take_over()
         return self.socket, leftover
 
 
-def _drain(reader: Any, sock: socket.socket) -> bytes:
-    """The reader's buffered bytes, without blocking if there are none."""
+def drain_reader(reader: Any, sock: socket.socket) -> bytes:
+    """What the buffered ``reader`` over ``sock`` holds already, without blocking if it holds nothing."""
+    if reader is None or not hasattr(reader, "read1"):
+        return b""
     timeout = sock.gettimeout()
     sock.settimeout(0.0)
     try:
@@ -124,6 +127,7 @@ class WebsocketWSGIHandler(WSGIHandler):  # type: ignore[misc]
         return super()._handle_client_error(ex)
 
     rfile: Any
+    client_address: Any
 
     def get_environ(self) -> dict[str, Any]:
         """The environ, with the :class:`Transport` that lets the endpoint take the socket over."""
@@ -165,3 +169,17 @@ class WebsocketWSGIHandler(WSGIHandler):  # type: ignore[misc]
         """Write the access line, once: an upgraded request was logged at take-over."""
         if not self._upgrade_logged:  # an upgraded request was logged at take-over
             super().log_request()
+
+    def format_request(self) -> str:
+        # The access line names the client the application saw: behind a proxy
+        # and werkzeug's ProxyFix, the forwarded address rather than the proxy's.
+        environ = getattr(self, "environ", None) or {}
+        remote = environ.get("REMOTE_ADDR")
+        if not remote:
+            return str(super().format_request())
+        address = self.client_address
+        self.client_address = (remote, environ.get("REMOTE_PORT"))
+        try:
+            return str(super().format_request())
+        finally:
+            self.client_address = address

@@ -17,6 +17,7 @@ import gevent.socket
 from gevent.pool import Pool
 from gevent.pywsgi import LoggingLogAdapter, WSGIServer
 
+from .patching import warn_if_unpatched
 from .pywsgi_handler import WebsocketWSGIHandler
 
 #: A ``(host, port)`` tuple, or a filesystem path (optionally prefixed ``unix:``) for a unix socket.
@@ -99,6 +100,7 @@ class Server:
             raise RuntimeError("The server is already running")
         if not self._exposures:
             raise RuntimeError("Nothing to listen on: call expose() first")
+        warn_if_unpatched(self.logger)
         for exposure in self._exposures:
             server = self._create_server(exposure, app)
             server.start()

@@ -1,0 +1,134 @@
+"""gunicorn with our worker stops gracefully: every WebSocket client gets 1001 at once.
+
+Real gunicorn masters on free ports; clients are websocket-client connections.
+"""
+
+from __future__ import annotations
+
+import shutil
+import signal
+import socket
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+from servers import TESTS, close_code, gunicorn
+
+WORKER = ("-k", "geventws.gunicorn.Worker")
+CLOSE_PERIOD = 3.0  # the client factory's default
+
+
+@pytest.mark.parametrize(("signum", "clients"), [(signal.SIGTERM, 20), (signal.SIGQUIT, 5)])
+def test_stop_closes_every_client_with_1001_and_the_master_exits_0(
+    tmp_path: Path, signum: signal.Signals, clients: int
+) -> None:
+    with gunicorn(tmp_path, *WORKER, "-w", "2", "--graceful-timeout", "10") as served:
+        cookie = served.login("alice")
+        connections = [served.connect("/echo", cookie) for _ in range(clients)]
+        for connection in connections:
+            connection.recv()
+        assert served.process is not None
+        started = time.monotonic()
+        served.process.send_signal(signum)
+        for connection in connections:
+            assert close_code(connection) == (1001, "Server shutting down")
+            connection.close()
+        closed_after = time.monotonic() - started
+        assert served.process.wait(10) == 0
+        exited_after = time.monotonic() - started
+    assert closed_after < CLOSE_PERIOD, closed_after
+    assert exited_after < 10, exited_after
+    assert "Worker graceful timeout" not in served.log()
+
+
+def test_max_requests_recycles_the_worker_with_1001(tmp_path: Path) -> None:
+    with gunicorn(tmp_path, *WORKER, "-w", "1", "--max-requests", "5", "--graceful-timeout", "10") as served:
+        # wait_until_serving made request 1; login is 2, the handshake 3.
+        cookie = served.login("alice")
+        client = served.connect("/echo", cookie)
+        greeting = client.recv()
+        assert served.get("/")[0] == 200  # 4
+        assert served.get("/")[0] == 200  # 5: the worker stops after this one
+        assert close_code(client) == (1001, "Server shutting down")
+        client.close()
+        replacement = served.connect("/echo", cookie)  # gunicorn started a new worker
+        try:
+            assert replacement.recv().split("pid")[1] != greeting.split("pid")[1]
+        finally:
+            replacement.close()
+    assert "Autorestarting worker after current request." in served.log()
+
+
+def test_reload_closes_clients_with_1001(tmp_path: Path) -> None:
+    app_dir = tmp_path / "app"
+    app_dir.mkdir()
+    shutil.copy(TESTS / "flask_test_app.py", app_dir)
+    with gunicorn(tmp_path, *WORKER, "-w", "1", "--reload", "--reload-engine", "poll", chdir=app_dir) as served:
+        client = served.connect("/echo", served.login("alice"))
+        client.recv()
+        time.sleep(1.5)  # the poll reloader has taken its first look at the files
+        (app_dir / "flask_test_app.py").write_text((app_dir / "flask_test_app.py").read_text() + "\n# changed\n")
+        assert close_code(client) == (1001, "Server shutting down")
+        client.close()
+    assert "Worker reloading" in served.log()
+
+
+@pytest.mark.parametrize("worker", ["sync", "gthread"])
+def test_blocking_workers_refuse_the_upgrade_and_say_what_works(tmp_path: Path, worker: str) -> None:
+    with gunicorn(tmp_path, "-k", worker, "-w", "1") as served:
+        status, body = served.get("/")
+        assert status == 200  # plain HTTP is unaffected
+        cookie = served.login("alice")
+        with pytest.raises(Exception) as refused:
+            served.connect("/echo", cookie)
+        assert getattr(refused.value, "status_code", None) == 500
+    log = served.log()
+    assert "gunicorn's sync and gthread workers serve a request in a blocking thread" in log
+    assert "-k geventws.gunicorn.Worker" in log
+
+
+def test_tls_options_apply(tmp_path: Path) -> None:
+    if shutil.which("openssl") is None:
+        pytest.skip("openssl not installed")
+    cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
+    subprocess.run(
+        ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1", "-subj", "/CN=127.0.0.1"]
+        + ["-keyout", str(key), "-out", str(cert)],
+        check=True,
+        capture_output=True,
+    )
+    with gunicorn(tmp_path, *WORKER, "-w", "1", "--certfile", str(cert), "--keyfile", str(key)) as served:
+        client = served.connect("/echo", served.login("alice"))
+        try:
+            assert client.recv().startswith("hello alice")
+            client.send_binary(b"over tls")
+            assert client.recv() == b"over tls"
+        finally:
+            client.close()
+
+
+def test_keep_alive_drops_idle_connections_after_the_setting(tmp_path: Path) -> None:
+    with (
+        gunicorn(tmp_path, *WORKER, "-w", "1", "--keep-alive", "1") as served,
+        socket.create_connection(("127.0.0.1", served.port), timeout=10) as sock,
+    ):
+        sock.sendall(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+        answered = time.monotonic()
+        received = b""
+        while chunk := sock.recv(65536):
+            received += chunk
+        idle = time.monotonic() - answered
+    assert received.startswith(b"HTTP/1.1 200")
+    assert 0.5 < idle < 5, idle
+
+
+def test_keep_alive_0_closes_after_each_request(tmp_path: Path) -> None:
+    with gunicorn(tmp_path, *WORKER, "-w", "1", "--keep-alive", "0") as served:
+        with socket.create_connection(("127.0.0.1", served.port), timeout=10) as sock:
+            sock.sendall(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+            started = time.monotonic()
+            received = b""
+            while chunk := sock.recv(65536):
+                received += chunk
+        assert received.startswith(b"HTTP/1.1 200") and time.monotonic() - started < 5  # not the 10 s idle limit
