@@ -73,6 +73,7 @@ class Worker(GeventPyWSGIWorker):  # type: ignore[misc]
     max_requests: int
 
     def patch(self) -> None:
+        """Monkey-patch as gevent's worker does, and warn if that did not take."""
         # gevent's worker patches everything; the check only speaks if that failed.
         super().patch()
         warn_if_unpatched(logger)
@@ -85,11 +86,13 @@ class Worker(GeventPyWSGIWorker):  # type: ignore[misc]
             self.alive = False
 
     def handle_quit(self, sig: int, frame: Any) -> None:
+        """SIGINT and SIGQUIT: stop gracefully, as on SIGTERM."""
         # SIGINT and SIGQUIT stop as gracefully as SIGTERM: the clients get their 1001 either way.
         self.alive = False
         gevent.spawn(self.cfg.worker_int, self)
 
     def run(self) -> None:
+        """Serve every listener until told to stop, then close WebSocket clients with 1001 and drain."""
         servers = [self._start_server(listener) for listener in self.sockets]
         last_notified = 0.0
         while self.alive:

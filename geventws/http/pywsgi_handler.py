@@ -171,6 +171,7 @@ class WebsocketWSGIHandler(WSGIHandler):  # type: ignore[misc]
             super().log_request()
 
     def format_request(self) -> str:
+        """The access line, naming the client address the application saw."""
         # The access line names the client the application saw: behind a proxy
         # and werkzeug's ProxyFix, the forwarded address rather than the proxy's.
         environ = getattr(self, "environ", None) or {}
