@@ -1,0 +1,577 @@
+"""Broadcast across processes and machines through Redis (or Valkey) pub/sub.
+
+:class:`RedisGateway` has the interface of the local gateway; one gateway is
+one Redis channel (a room).  Each send is delivered at once to this process's
+clients through a local :class:`~geventws.gateway.WebsocketClientGateway`
+(encode once, bounded outboxes, slow-consumer policy) and published once;
+every other process subscribed to the channel delivers it to its own clients
+the same way.  A process ignores the echo of its own messages.
+:class:`RedisEmitter` publishes the same messages from a process without
+WebSocket clients (no gevent, no server needed).
+
+Guarantees of a delivery to another process:
+
+- at most once, and in the order the publishing process sent them (one
+  publisher greenlet per Redis, one subscriber connection per Redis);
+- lost while Redis is unreachable: publishes are dropped (counted, logged
+  once), never queued without bound; local delivery goes on meanwhile;
+- :class:`~geventws.gateway.SendResult` covers the local deliveries only.
+
+Client ids are unique across the processes sharing a Redis: each process
+claims its id node number (see ``client_ids`` in
+:mod:`geventws.connection.client`) as the key ``geventws:node:<n>``.
+
+The message format (version 1), so other languages can publish too: one line
+of JSON (UTF-8, no newline inside), a newline, then the payload bytes (UTF-8
+for text)::
+
+    {"geventws":1,"from":"<publisher id>","type":"text","exclude":[12]}\\n<payload>
+
+``type`` is ``"text"`` or ``"binary"``; ``exclude`` (a broadcast) or ``to``
+(a multicast to ids) are optional lists of client ids; ``from`` is any string
+unique to the publisher.  A message that does not parse, or has another
+version, is logged (once per kind of fault) and skipped.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import random
+import time
+from collections.abc import Iterable
+from typing import Any, NamedTuple
+
+import gevent
+from gevent import monkey
+from gevent.event import Event
+from gevent.queue import Empty, Queue
+
+try:
+    import redis as redis_py
+    from redis.backoff import NoBackoff
+    from redis.retry import Retry
+except ImportError as error:  # pragma: no cover - the extra is missing
+    raise ImportError("geventws.redis needs redis-py: pip install 'geventws[redis]'") from error
+
+from .connection.client import WebsocketClient, client_ids
+from .gateway import SendResult, WebsocketClientGateway
+
+logger = logging.getLogger("geventws.redis")
+
+#: The version of the message format this module writes and reads.
+FORMAT_VERSION = 1
+#: How long a node number claim lives without a refresh, and how often it is refreshed.
+NODE_TTL = 60
+NODE_REFRESH = 20.0
+#: Reconnect delays: doubling from the first to the cap (with jitter), so a
+#: Redis restart is noticed within about the cap and a long outage costs one
+#: attempt per cap.
+RECONNECT_BACKOFF = 0.1
+RECONNECT_BACKOFF_CAP = 2.0
+#: Publishes waiting for the publisher greenlet (per Redis, all channels); past
+#: either bound new ones are dropped.  Normally the queue holds only what one
+#: round trip to Redis lets pile up.
+MAX_QUEUED_PUBLISHES = 10_000
+MAX_QUEUED_BYTES = 64 * 1024 * 1024
+#: Publishes sent in one pipeline (one round trip) when they pile up.
+PUBLISH_BATCH = 256
+
+
+class RedisUnavailableError(ConnectionError):
+    """Redis could not be reached when a gateway needed it."""
+
+
+class Envelope(NamedTuple):
+    """One message on a channel, decoded."""
+
+    origin: str
+    data: str | bytes
+    exclude: tuple[int, ...] = ()
+    to: tuple[int, ...] | None = None
+
+
+class EnvelopeError(ValueError):
+    """Not a message of ours: ``kind`` names the fault, for logging once per kind."""
+
+    def __init__(self, kind: str, detail: str = "") -> None:
+        super().__init__(f"{kind}{': ' + detail if detail else ''}")
+        self.kind = kind
+
+
+def encode_envelope(
+    origin: str, data: str | bytes, exclude: Iterable[int] = (), to: Iterable[int] | None = None
+) -> bytes:
+    """The bytes published for one send (see the module docstring for the format)."""
+    header: dict[str, Any] = {"geventws": FORMAT_VERSION, "from": origin}
+    if isinstance(data, str):
+        header["type"] = "text"
+        payload = data.encode("utf-8")
+    else:
+        header["type"] = "binary"
+        payload = bytes(data)
+    excluded = list(exclude)
+    if excluded:
+        header["exclude"] = excluded
+    if to is not None:
+        header["to"] = list(to)
+    return json.dumps(header, separators=(",", ":")).encode("utf-8") + b"\n" + payload
+
+
+def decode_envelope(raw: bytes) -> Envelope:
+    """Parse a published message; :class:`EnvelopeError` for anything that is not ours."""
+    end = raw.find(b"\n")
+    if end < 0 or not raw.startswith(b"{"):
+        raise EnvelopeError("not a geventws message")
+    try:
+        header = json.loads(raw[:end])
+    except ValueError as error:
+        raise EnvelopeError("not a geventws message", str(error)) from None
+    if not isinstance(header, dict) or "geventws" not in header:
+        raise EnvelopeError("not a geventws message")
+    if header["geventws"] != FORMAT_VERSION:
+        raise EnvelopeError(f"unsupported format version {header['geventws']!r}")
+    origin, kind = header.get("from"), header.get("type")
+    exclude, to = header.get("exclude", []), header.get("to")
+    if not isinstance(origin, str) or kind not in ("text", "binary") or not _is_ids(exclude) or not _is_ids(to or []):
+        raise EnvelopeError("malformed header", raw[:end].decode("utf-8", "replace")[:200])
+    payload = raw[end + 1 :]
+    if kind == "text":
+        try:
+            return Envelope(origin, payload.decode("utf-8"), tuple(exclude), None if to is None else tuple(to))
+        except UnicodeDecodeError:
+            raise EnvelopeError("text payload is not UTF-8") from None
+    return Envelope(origin, payload, tuple(exclude), None if to is None else tuple(to))
+
+
+def _is_ids(value: object) -> bool:
+    return isinstance(value, list) and all(type(item) is int for item in value)
+
+
+def _client(url_or_client: str | redis_py.Redis) -> redis_py.Redis:
+    if isinstance(url_or_client, str):
+        # No retries inside redis-py: a failure reaches our loops at once, which back off themselves.
+        return redis_py.Redis.from_url(url_or_client, retry=Retry(NoBackoff(), 0), socket_connect_timeout=5)
+    return url_or_client
+
+
+def _describe(url_or_client: str | redis_py.Redis) -> str:
+    if isinstance(url_or_client, str):
+        return url_or_client
+    kwargs = url_or_client.get_connection_kwargs()
+    return f"{kwargs.get('host', '?')}:{kwargs.get('port', '?')}"
+
+
+class _SharedSubscriber:
+    """One Redis per process: one subscriber connection and greenlet, one publisher greenlet.
+
+    Every :class:`RedisGateway` of this process on the same Redis (URL or
+    client object) shares it; it stops when the last one closes.
+    """
+
+    _instances: dict[tuple[int, object], _SharedSubscriber] = {}
+
+    @classmethod
+    def shared(cls, url_or_client: str | redis_py.Redis) -> _SharedSubscriber:
+        # Keyed by pid too: a forked child must not use its parent's connections.
+        key = (os.getpid(), url_or_client if isinstance(url_or_client, str) else id(url_or_client))
+        instance = cls._instances.get(key)
+        if instance is None:
+            instance = cls._instances[key] = cls(key, url_or_client)
+        return instance
+
+    def __init__(self, key: tuple[int, object], url_or_client: str | redis_py.Redis) -> None:
+        self._key = key
+        self.name = _describe(url_or_client)
+        self.client = _client(url_or_client)
+        self.origin = os.urandom(8).hex()  # our messages carry it; the echo is recognized by it
+        self.gateways: dict[str, list[RedisGateway]] = {}
+        self.ready: dict[str, Event] = {}
+        self.counters = {"published": 0, "dropped": 0, "received": 0, "ignored": 0}
+        self.connected = False
+        self.last_error: BaseException | None = None
+        self._lost_at = 0.0
+        self._faults_logged: set[str] = set()
+        self._collision_logged = False
+        self._pubsub: Any = None
+        self._outgoing: Queue[tuple[str, bytes]] = Queue()
+        self._queued_bytes = 0
+        self._publish_paused_until = 0.0
+        self._greenlets = [gevent.spawn(self._subscribe_loop), gevent.spawn(self._publish_loop)]
+
+    # -- gateways
+
+    def add(self, gateway: RedisGateway) -> None:
+        channel = gateway.channel
+        gateways = self.gateways.setdefault(channel, [])
+        gateways.append(gateway)
+        if len(gateways) == 1:
+            self.ready[channel] = Event()
+            pubsub = self._pubsub
+            if pubsub is not None:
+                try:  # the subscriber greenlet reads the confirmation; a failure there reconnects
+                    pubsub.subscribe(channel)
+                except (redis_py.RedisError, OSError):
+                    pass
+
+    def remove(self, gateway: RedisGateway) -> None:
+        gateways = self.gateways.get(gateway.channel, [])
+        if gateway in gateways:
+            gateways.remove(gateway)
+        if not gateways:
+            self.gateways.pop(gateway.channel, None)
+            self.ready.pop(gateway.channel, None)
+            pubsub = self._pubsub
+            if pubsub is not None:
+                try:
+                    pubsub.unsubscribe(gateway.channel)
+                except (redis_py.RedisError, OSError):
+                    pass
+        if not self.gateways:
+            self.stop()
+
+    def stop(self) -> None:
+        if self._instances.get(self._key) is self:
+            del self._instances[self._key]
+        gevent.killall(self._greenlets)  # the subscriber closes its connection on the way out
+        try:
+            self._release_node()
+        except (redis_py.RedisError, OSError):
+            pass
+
+    # -- local delivery
+
+    def deliver(self, channel: str, envelope: Envelope, origin: RedisGateway | None = None) -> SendResult | None:
+        """Hand a message to every local gateway on ``channel``; the result of ``origin``'s own delivery."""
+        result = None
+        for gateway in tuple(self.gateways.get(channel, ())):
+            local = gateway.local
+            data = envelope.data
+            if envelope.to is None:
+                if isinstance(data, str):
+                    sent = local.broadcast_text(data, envelope.exclude)
+                else:
+                    sent = local.broadcast_binary(data, envelope.exclude)
+            elif isinstance(data, str):
+                sent = local.multicast_text(data, envelope.to)
+            else:
+                sent = local.multicast_binary(data, envelope.to)
+            if gateway is origin:
+                result = sent
+        return result
+
+    def is_local(self, channel: str, client_id: int) -> bool:
+        return any(client_id in gateway._client_ids for gateway in self.gateways.get(channel, ()))
+
+    # -- publishing
+
+    def publish(self, channel: str, message: bytes) -> None:
+        """Queue one publish for the publisher greenlet, or drop it when the queue is full."""
+        if self._outgoing.qsize() >= MAX_QUEUED_PUBLISHES or self._queued_bytes + len(message) > MAX_QUEUED_BYTES:
+            self.counters["dropped"] += 1
+            self._log_fault("publish queue full", "Redis at %s is too slow: dropping publishes", self.name)
+            return
+        self._queued_bytes += len(message)
+        self._outgoing.put_nowait((channel, message))
+
+    def _publish_loop(self) -> None:
+        outgoing = self._outgoing
+        while True:
+            batch = [outgoing.get()]
+            try:
+                while len(batch) < PUBLISH_BATCH:
+                    batch.append(outgoing.get_nowait())
+            except Empty:
+                pass
+            self._queued_bytes -= sum(len(message) for _, message in batch)
+            if time.monotonic() < self._publish_paused_until:
+                self.counters["dropped"] += len(batch)  # Redis is away: lost, not queued
+                continue
+            try:
+                if len(batch) == 1:
+                    self.client.publish(*batch[0])
+                else:
+                    pipeline = self.client.pipeline(transaction=False)
+                    for channel, message in batch:
+                        pipeline.publish(channel, message)
+                    pipeline.execute()
+            except (redis_py.RedisError, OSError) as error:
+                self.counters["dropped"] += len(batch)
+                self._publish_paused_until = time.monotonic() + RECONNECT_BACKOFF_CAP
+                self._lost(error)
+            else:
+                self.counters["published"] += len(batch)
+                if not self.connected:
+                    self._recovered()
+
+    # -- subscribing
+
+    def _subscribe_loop(self) -> None:
+        delay = RECONNECT_BACKOFF
+        while True:
+            try:
+                self._claim_node()
+                pubsub = self.client.pubsub()  # type: ignore[no-untyped-call]
+                channels = list(self.gateways)
+                if channels:
+                    pubsub.subscribe(*channels)
+                self._pubsub = pubsub  # from now on add() subscribes new channels itself
+                missing = [channel for channel in self.gateways if channel not in channels]
+                if missing:
+                    pubsub.subscribe(*missing)
+                self._recovered()
+                delay = RECONNECT_BACKOFF
+                self._listen(pubsub)
+            except (redis_py.RedisError, OSError) as error:
+                self._lost(error)
+            finally:
+                self._close_pubsub()
+            gevent.sleep(delay * random.uniform(0.5, 1.0))
+            delay = min(delay * 2, RECONNECT_BACKOFF_CAP)
+
+    def _listen(self, pubsub: Any) -> None:
+        next_claim = time.monotonic() + NODE_REFRESH
+        while True:
+            message = pubsub.get_message(timeout=1.0)
+            if message is not None and message["channel"] is not None:
+                kind = message["type"]
+                channel = message["channel"].decode("utf-8", "replace")
+                if kind == b"message" or kind == "message":
+                    self._receive(channel, message["data"])
+                elif kind in (b"subscribe", "subscribe") and channel in self.ready:
+                    self.ready[channel].set()
+            if time.monotonic() >= next_claim:  # doubles as a health check of Redis
+                self._claim_node()
+                next_claim = time.monotonic() + NODE_REFRESH
+
+    def _receive(self, channel: str, raw: bytes) -> None:
+        self.counters["received"] += 1
+        try:
+            envelope = decode_envelope(raw)
+        except EnvelopeError as error:
+            self.counters["ignored"] += 1
+            self._log_fault(error.kind, "Ignored a message on channel %r: %s (%r...)", channel, error, raw[:60])
+            return
+        if envelope.origin != self.origin:  # our own were delivered when sent
+            self.deliver(channel, envelope)
+
+    def _close_pubsub(self) -> None:
+        pubsub, self._pubsub = self._pubsub, None
+        for event in self.ready.values():
+            event.clear()
+        if pubsub is not None:
+            try:
+                pubsub.close()
+            except (redis_py.RedisError, OSError):
+                pass
+
+    # -- client id node numbers
+
+    def _claim_node(self) -> None:
+        """Claim this process's client id node number in Redis, drawing another while no id was handed out."""
+        for _ in range(8):
+            node = client_ids.node
+            key = f"geventws:node:{node}"
+            if self.client.set(key, self.origin, nx=True, ex=NODE_TTL):
+                return
+            if self.client.get(key) == self.origin.encode():
+                self.client.expire(key, NODE_TTL)
+                return
+            # client_ids.next() takes one id, harmlessly: counter 1 means none was handed out before.
+            if client_ids.next() & 0xFFFFFFFF == 1:
+                client_ids.reset()
+                logger.info("Client id node %d is taken in Redis at %s: drew %d", node, self.name, client_ids.node)
+                continue
+            if not self._collision_logged:
+                self._collision_logged = True
+                logger.error(
+                    "Client id node %d is also claimed by another process sharing Redis at %s, and this process"
+                    " already has clients: ids may collide across processes until it restarts",
+                    node,
+                    self.name,
+                )
+            return
+
+    def _release_node(self) -> None:
+        key = f"geventws:node:{client_ids.node}"
+        if self.client.get(key) == self.origin.encode():
+            self.client.delete(key)
+
+    # -- state and logging
+
+    def _lost(self, error: BaseException) -> None:
+        self.last_error = error
+        if self.connected or not self._lost_at:
+            logger.warning(
+                "Lost Redis at %s (%s): local delivery goes on, messages to other processes are dropped"
+                " until it returns",
+                self.name,
+                error,
+            )
+            self._lost_at = time.monotonic()
+        self.connected = False
+
+    def _recovered(self) -> None:
+        if self._lost_at and not self.connected:
+            logger.warning(
+                "Redis at %s is back after %.1f s (%d publishes dropped so far)",
+                self.name,
+                time.monotonic() - self._lost_at,
+                self.counters["dropped"],
+            )
+        self.connected = True
+        self._publish_paused_until = 0.0
+
+    def _log_fault(self, kind: str, message: str, *args: object) -> None:
+        if kind not in self._faults_logged:
+            self._faults_logged.add(kind)
+            logger.warning(message + " (logged once)", *args)
+
+
+class RedisGateway:
+    """A :class:`~geventws.gateway.WebsocketGateway` whose sends reach the clients of every process on the channel.
+
+    ``redis`` is a URL (``redis://``, ``rediss://``, ``unix://``) or a
+    redis-py client (Sentinel, TLS, ACL users, Valkey).  Gateways of one
+    process on the same Redis share one subscriber connection.  ``local`` is
+    the gateway that delivers to this process's clients (its options set the
+    pending bounds and slow-consumer policy).  The constructor waits up to
+    ``connect_timeout`` for the subscription and raises
+    :class:`RedisUnavailableError` if Redis cannot be reached, unless
+    ``start_degraded``: then it delivers locally and keeps retrying.
+
+    Needs gevent's monkey-patching (redis-py's sockets must yield to other
+    greenlets); create gateways in each worker process, after any fork.
+    """
+
+    def __init__(
+        self,
+        redis: str | redis_py.Redis,
+        channel: str,
+        *,
+        local: WebsocketClientGateway | None = None,
+        start_degraded: bool = False,
+        connect_timeout: float = 5.0,
+    ) -> None:
+        if not monkey.is_module_patched("socket"):
+            raise RuntimeError("RedisGateway needs gevent.monkey.patch_all() before redis-py is used")
+        self.channel = channel
+        self.local = local if local is not None else WebsocketClientGateway()
+        self._client_ids: set[int] = set()  # this process's clients: a send to one of them is not published
+        self._shared = _SharedSubscriber.shared(redis)
+        self._shared.add(self)
+        self._closed = False
+        if not start_degraded and not self._shared.ready[channel].wait(connect_timeout):
+            error = self._shared.last_error
+            self.close()
+            raise RedisUnavailableError(
+                f"Cannot subscribe to {channel!r} on Redis at {self._shared.name} within {connect_timeout} s"
+                + (f": {error}" if error else "")
+            )
+
+    @property
+    def connected(self) -> bool:
+        """Whether the shared connection is subscribed to this gateway's channel now."""
+        return not self._closed and bool(self._shared.ready.get(self.channel, Event()).is_set())
+
+    def counters(self) -> dict[str, int]:
+        """Counts of the shared connection: published, dropped (Redis away or too slow), received, ignored."""
+        return dict(self._shared.counters)
+
+    def wait_connected(self, timeout: float | None = None) -> bool:
+        """Wait until the channel is subscribed (again); False on timeout."""
+        event = self._shared.ready.get(self.channel)
+        return event is not None and bool(event.wait(timeout))
+
+    def close(self) -> None:
+        """Leave the channel; the last gateway on a Redis closes the shared connection."""
+        if not self._closed:
+            self._closed = True
+            self._shared.remove(self)
+
+    def __enter__(self) -> RedisGateway:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+    def add_client(self, client: WebsocketClient) -> None:
+        """Add one of this process's clients; it leaves when it closes."""
+        self.local.add_client(client)
+        if client.id not in self._client_ids:
+            self._client_ids.add(client.id)
+            client.on_close(lambda closed, info: self._client_ids.discard(closed.id))
+
+    def get_clients(self) -> dict[int, WebsocketClient]:
+        """This process's clients in the gateway."""
+        return self.local.get_clients()
+
+    def broadcast_text(self, data: str, exclude: Iterable[int] = ()) -> SendResult:
+        return self._send(Envelope("", data, tuple(exclude)))
+
+    def broadcast_binary(self, data: bytes, exclude: Iterable[int] = ()) -> SendResult:
+        return self._send(Envelope("", bytes(data), tuple(exclude)))
+
+    def multicast_text(self, data: str, client_ids: Iterable[int]) -> SendResult:
+        return self._send(Envelope("", data, (), tuple(dict.fromkeys(client_ids))))
+
+    def multicast_binary(self, data: bytes, client_ids: Iterable[int]) -> SendResult:
+        return self._send(Envelope("", bytes(data), (), tuple(dict.fromkeys(client_ids))))
+
+    def send_text(self, data: str, client_id: int) -> SendResult:
+        """Send to one client wherever it is connected; the result is empty when it is not in this process."""
+        return self._send(Envelope("", data, (), (client_id,)))
+
+    def send_binary(self, data: bytes, client_id: int) -> SendResult:
+        """Send to one client wherever it is connected; the result is empty when it is not in this process."""
+        return self._send(Envelope("", bytes(data), (), (client_id,)))
+
+    def _send(self, envelope: Envelope) -> SendResult:
+        shared = self._shared
+        result = shared.deliver(self.channel, envelope, self) or SendResult(0)
+        to = envelope.to
+        if to is None or not all(shared.is_local(self.channel, client_id) for client_id in to):
+            message = encode_envelope(shared.origin, envelope.data, envelope.exclude, to)
+            shared.publish(self.channel, message)
+        return result
+
+
+class RedisEmitter:
+    """Publishes to :class:`RedisGateway` channels from a process without WebSocket clients.
+
+    Plain redis-py, synchronous: works in an unpatched process (a Flask view
+    under a sync worker, a job queue worker, a cron script).  Each method
+    returns how many subscribed processes Redis handed the message to.
+    """
+
+    def __init__(self, redis: str | redis_py.Redis) -> None:
+        self._client = redis_py.Redis.from_url(redis) if isinstance(redis, str) else redis
+        self._origin = "emitter-" + os.urandom(8).hex()
+        self._owned = isinstance(redis, str)
+
+    def broadcast_text(self, channel: str, data: str, exclude: Iterable[int] = ()) -> int:
+        return self._publish(channel, encode_envelope(self._origin, data, exclude))
+
+    def broadcast_binary(self, channel: str, data: bytes, exclude: Iterable[int] = ()) -> int:
+        return self._publish(channel, encode_envelope(self._origin, bytes(data), exclude))
+
+    def multicast_text(self, channel: str, client_ids: Iterable[int], data: str) -> int:
+        return self._publish(channel, encode_envelope(self._origin, data, to=client_ids))
+
+    def multicast_binary(self, channel: str, client_ids: Iterable[int], data: bytes) -> int:
+        return self._publish(channel, encode_envelope(self._origin, bytes(data), to=client_ids))
+
+    def send_text(self, channel: str, client_id: int, data: str) -> int:
+        return self._publish(channel, encode_envelope(self._origin, data, to=(client_id,)))
+
+    def send_binary(self, channel: str, client_id: int, data: bytes) -> int:
+        return self._publish(channel, encode_envelope(self._origin, bytes(data), to=(client_id,)))
+
+    def close(self) -> None:
+        """Close the connections of a client this emitter made from a URL."""
+        if self._owned:
+            self._client.close()
+
+    def _publish(self, channel: str, message: bytes) -> int:
+        return int(self._client.publish(channel, message))

