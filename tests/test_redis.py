@@ -259,7 +259,7 @@ def test_redis_stopped_then_restarted_local_delivery_goes_on_and_remote_resumes(
     server.start()
     apps = start_apps(server.url, tmp_path, 2)
     try:
-        (a_id, a), (b_id, b) = apps[0].connect("faults"), apps[1].connect("faults")
+        (_, a), (_, b) = apps[0].connect("faults"), apps[1].connect("faults")
         command(a, "broadcast", text="before")
         assert a.recv() == "before" and b.recv() == "before"
         server.stop()
