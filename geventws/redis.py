@@ -153,6 +153,8 @@ def _client(url_or_client: str | redis_py.Redis) -> redis_py.Redis:
     if isinstance(url_or_client, str):
         # No retries inside redis-py: a failure reaches our loops at once, which back off themselves.
         return redis_py.Redis.from_url(url_or_client, retry=Retry(NoBackoff(), 0), socket_connect_timeout=5)
+    if url_or_client.get_connection_kwargs().get("decode_responses"):
+        raise ValueError("RedisGateway needs a redis-py client with decode_responses=False: payloads are bytes")
     return url_or_client
 
 
@@ -325,6 +327,8 @@ class _SharedSubscriber:
                 self._listen(pubsub)
             except (redis_py.RedisError, OSError) as error:
                 self._lost(error)
+            except Exception:  # a bug must not end delivery for the process: log it, reconnect
+                logger.exception("The Redis subscriber failed; reconnecting")
             finally:
                 self._close_pubsub()
             gevent.sleep(delay * random.uniform(0.5, 1.0))
@@ -337,9 +341,9 @@ class _SharedSubscriber:
             if message is not None and message["channel"] is not None:
                 kind = message["type"]
                 channel = message["channel"].decode("utf-8", "replace")
-                if kind == b"message" or kind == "message":
+                if kind == "message":
                     self._receive(channel, message["data"])
-                elif kind in (b"subscribe", "subscribe") and channel in self.ready:
+                elif kind == "subscribe" and channel in self.ready:
                     self.ready[channel].set()
             if time.monotonic() >= next_claim:  # doubles as a health check of Redis
                 self._claim_node()
@@ -353,8 +357,12 @@ class _SharedSubscriber:
             self.counters["ignored"] += 1
             self._log_fault(error.kind, "Ignored a message on channel %r: %s (%r...)", channel, error, raw[:60])
             return
-        if envelope.origin != self.origin:  # our own were delivered when sent
+        if envelope.origin == self.origin:
+            return  # ours: delivered to this process's clients when it was sent
+        try:
             self.deliver(channel, envelope)
+        except Exception:  # never let one delivery end the subscriber
+            logger.exception("Delivering a message from channel %r failed", channel)
 
     def _close_pubsub(self) -> None:
         pubsub, self._pubsub = self._pubsub, None
@@ -373,10 +381,16 @@ class _SharedSubscriber:
         for _ in range(8):
             node = client_ids.node
             key = f"geventws:node:{node}"
-            if self.client.set(key, self.origin, nx=True, ex=NODE_TTL):
-                return
-            if self.client.get(key) == self.origin.encode():
-                self.client.expire(key, NODE_TTL)
+            try:
+                if self.client.set(key, self.origin, nx=True, ex=NODE_TTL):
+                    return
+                if self.client.get(key) == self.origin.encode():
+                    self.client.expire(key, NODE_TTL)
+                    return
+            except redis_py.ResponseError as error:  # e.g. an ACL user without keys: pub/sub still works
+                self._log_fault(
+                    "claim refused", "Cannot claim client id node numbers in Redis at %s: %s", self.name, error
+                )
                 return
             # client_ids.next() takes one id, harmlessly: counter 1 means none was handed out before.
             if client_ids.next() & 0xFFFFFFFF == 1:
@@ -404,8 +418,8 @@ class _SharedSubscriber:
         self.last_error = error
         if self.connected or not self._lost_at:
             logger.warning(
-                "Lost Redis at %s (%s): local delivery goes on, messages to other processes are dropped"
-                " until it returns",
+                "%s Redis at %s (%s): local delivery goes on, messages to other processes are dropped until it returns",
+                "Lost" if self.connected else "Cannot reach",
                 self.name,
                 error,
             )

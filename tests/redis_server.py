@@ -13,6 +13,7 @@ import shutil
 import socket
 import subprocess
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 
@@ -39,9 +40,10 @@ def free_port() -> int:
 class RedisProcess:
     """One server process; :meth:`stop` and :meth:`start` again keep the port (a restart)."""
 
-    def __init__(self, directory: Path, binary: str) -> None:
+    def __init__(self, directory: Path, binary: str, preexec_fn: Callable[[], None] | None = None) -> None:
         self.directory = directory
         self.binary = binary
+        self.preexec_fn = preexec_fn
         self.port = free_port()
         self.process: subprocess.Popen[bytes] | None = None
 
@@ -52,7 +54,9 @@ class RedisProcess:
     def start(self, timeout: float = 10.0) -> None:
         args = [self.binary, "--port", str(self.port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"]
         args += ["--dir", str(self.directory), "--logfile", str(self.directory / "server.log")]
-        self.process = subprocess.Popen(args, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL)
+        self.process = subprocess.Popen(
+            args, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, preexec_fn=self.preexec_fn
+        )
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.process.poll() is not None:

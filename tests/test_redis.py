@@ -402,3 +402,10 @@ def test_envelope_format_round_trips_and_rejects_what_is_not_ours():
         with pytest.raises(EnvelopeError) as error:
             decode_envelope(raw)
         assert error.value.kind == kind
+
+
+def test_a_client_that_decodes_responses_is_refused(redis_server):
+    client = redis.Redis.from_url(redis_server.url, decode_responses=True)
+    with pytest.raises(ValueError, match="decode_responses=False"):
+        RedisGateway(client, "text-only")
+    client.close()
