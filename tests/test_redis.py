@@ -7,6 +7,7 @@ import socket
 import subprocess
 import sys
 import time
+import urllib.request
 from pathlib import Path
 
 import gevent
@@ -14,7 +15,7 @@ import pytest
 import redis
 import websocket
 from conftest import factory
-from redis_server import RedisProcess, server_binary
+from redis_server import RedisProcess, free_port, server_binary
 
 import geventws
 from geventws.connection.client import client_ids
@@ -409,3 +410,46 @@ def test_a_client_that_decodes_responses_is_refused(redis_server):
     with pytest.raises(ValueError, match="decode_responses=False"):
         RedisGateway(client, "text-only")
     client.close()
+
+
+def test_the_scaled_out_chat_example_relays_between_two_processes(redis_server, tmp_path):
+    example = Path(__file__).parent.parent / "examples" / "broadcast_redis" / "server.py"
+    ports = [free_port(), free_port()]
+    processes = [
+        subprocess.Popen(
+            [sys.executable, str(example), "--port", str(port), "--redis", redis_server.url],
+            stdout=open(tmp_path / f"example{port}.log", "w"),  # noqa: SIM115 - the child keeps it
+            stderr=subprocess.STDOUT,
+        )
+        for port in ports
+    ]
+    try:
+        for port in ports:
+            wait_for(lambda port=port: _listening(port), 20)
+        with urllib.request.urlopen(f"http://127.0.0.1:{ports[1]}/", timeout=5) as reply:
+            assert "/broadcast" in reply.read().decode()
+        alice, bob = (
+            websocket.create_connection(f"ws://127.0.0.1:{port}/broadcast", origin=f"http://127.0.0.1:{port}")
+            for port in ports
+        )
+        bob.send("bob ready")
+        assert bob.recv().endswith(": bob ready")  # bob is in the gateway
+        alice.send("alice ready")
+        assert bob.recv().endswith(": alice ready")  # through Redis, from the other process
+        alice.send("hello")
+        seen = recv_until(alice, lambda message: message.endswith(": hello"))
+        # alice's own messages, and bob's "ready" if she joined before it came: no order across publishers
+        assert all(message.endswith((": alice ready", ": bob ready", ": hello")) for message in seen)
+        assert bob.recv().endswith(": hello")
+        bob.send("hi alice")
+        assert alice.recv().endswith(": hi alice")
+        close_all(alice, bob)
+    finally:
+        for process in processes:
+            process.terminate()
+            process.wait(10)
+
+
+def _listening(port):
+    with socket.socket() as probe:
+        return probe.connect_ex(("127.0.0.1", port)) == 0
