@@ -40,13 +40,14 @@ import logging
 import os
 import random
 import time
+from collections import deque
 from collections.abc import Iterable
 from typing import Any, NamedTuple
 
 import gevent
 from gevent import monkey
 from gevent.event import Event
-from gevent.queue import Empty, Queue
+from gevent.lock import Semaphore
 
 try:
     import redis as redis_py
@@ -70,13 +71,12 @@ NODE_REFRESH = 20.0
 #: attempt per cap.
 RECONNECT_BACKOFF = 0.1
 RECONNECT_BACKOFF_CAP = 2.0
-#: Publishes waiting for the publisher greenlet (per Redis, all channels); past
-#: either bound new ones are dropped.  Normally the queue holds only what one
-#: round trip to Redis lets pile up.
-MAX_QUEUED_PUBLISHES = 10_000
-MAX_QUEUED_BYTES = 64 * 1024 * 1024
-#: Publishes sent in one pipeline (one round trip) when they pile up.
-PUBLISH_BATCH = 256
+#: Bytes published but not yet confirmed by Redis (per Redis, all channels);
+#: past it new publishes are dropped, so a Redis that stops reading never
+#: makes a sender wait or memory grow.  Normally only a few messages are in flight.
+MAX_IN_FLIGHT_BYTES = 4 * 1024 * 1024
+#: How long a Redis command may take before the connection counts as lost.
+SOCKET_TIMEOUT = 10.0
 
 
 class RedisUnavailableError(ConnectionError):
@@ -152,7 +152,9 @@ def _is_ids(value: object) -> bool:
 def _client(url_or_client: str | redis_py.Redis) -> redis_py.Redis:
     if isinstance(url_or_client, str):
         # No retries inside redis-py: a failure reaches our loops at once, which back off themselves.
-        return redis_py.Redis.from_url(url_or_client, retry=Retry(NoBackoff(), 0), socket_connect_timeout=5)
+        return redis_py.Redis.from_url(
+            url_or_client, retry=Retry(NoBackoff(), 0), socket_connect_timeout=5, socket_timeout=SOCKET_TIMEOUT
+        )
     if url_or_client.get_connection_kwargs().get("decode_responses"):
         raise ValueError("RedisGateway needs a redis-py client with decode_responses=False: payloads are bytes")
     return url_or_client
@@ -163,6 +165,88 @@ def _describe(url_or_client: str | redis_py.Redis) -> str:
         return url_or_client
     kwargs = url_or_client.get_connection_kwargs()
     return f"{kwargs.get('host', '?')}:{kwargs.get('port', '?')}"
+
+
+class _Publisher:
+    """Publishes on a connection of its own: written at once by the sender, replies read by a greenlet.
+
+    A send never waits for Redis: the PUBLISH is written in the sending
+    greenlet (so Redis and the other processes work while this one still
+    delivers locally), under a lock so that commands never interleave and go
+    out in the order they were sent.  The reply greenlet reads the answers in
+    order.  While Redis is away, or too slow to answer, publishes are dropped
+    and counted.
+    """
+
+    def __init__(self, shared: _SharedSubscriber) -> None:
+        self._shared = shared
+        self._connection: Any = None
+        self._lock = Semaphore()
+        self._in_flight: deque[int] = deque()  # sizes of the publishes awaiting their reply
+        self._in_flight_bytes = 0
+        self._replies = Event()
+        self.paused_until = 0.0
+        self.greenlet = gevent.spawn(self._read_replies)
+
+    def publish(self, channel: str, message: bytes) -> None:
+        shared = self._shared
+        if time.monotonic() < self.paused_until:
+            shared.counters["dropped"] += 1  # Redis is away: lost, not queued
+            return
+        if self._in_flight and self._in_flight_bytes + len(message) > MAX_IN_FLIGHT_BYTES:
+            shared.counters["dropped"] += 1
+            shared.log_fault("too slow", "Redis at %s does not keep up: dropping publishes", shared.name)
+            return
+        with self._lock:
+            try:
+                if self._connection is None:
+                    self._connection = shared.client.connection_pool.get_connection()
+                self._connection.send_command("PUBLISH", channel, message)
+            except (redis_py.RedisError, OSError) as error:
+                self._fail(error, 1)
+                return
+        self._in_flight.append(len(message))
+        self._in_flight_bytes += len(message)
+        self._replies.set()
+
+    def _read_replies(self) -> None:
+        counters = self._shared.counters
+        while True:
+            self._replies.wait()
+            while self._in_flight:
+                try:
+                    self._connection.read_response()
+                except redis_py.ResponseError as error:  # refused (e.g. ACL): the connection is fine
+                    counters["dropped"] += 1
+                    self._shared.log_fault(
+                        "publish refused", "Redis at %s refused a publish: %s", self._shared.name, error
+                    )
+                except (redis_py.RedisError, OSError) as error:
+                    self._fail(error, 0)
+                    break
+                else:
+                    counters["published"] += 1
+                    if not self._shared.connected:
+                        self._shared.recovered()
+                if self._in_flight:
+                    self._in_flight_bytes -= self._in_flight.popleft()
+            self._replies.clear()
+
+    def _fail(self, error: BaseException, unsent: int) -> None:
+        """Drop what awaits a reply, close the connection, and stop trying for a while."""
+        self._shared.counters["dropped"] += unsent + len(self._in_flight)
+        self._in_flight.clear()
+        self._in_flight_bytes = 0
+        self.paused_until = time.monotonic() + RECONNECT_BACKOFF_CAP
+        if self._connection is not None:
+            self._connection.disconnect()
+        self._shared.lost(error)
+
+    def stop(self) -> None:
+        self.greenlet.kill()
+        if self._connection is not None:
+            self._connection.disconnect()
+            self._connection = None
 
 
 class _SharedSubscriber:
@@ -197,10 +281,8 @@ class _SharedSubscriber:
         self._faults_logged: set[str] = set()
         self._collision_logged = False
         self._pubsub: Any = None
-        self._outgoing: Queue[tuple[str, bytes]] = Queue()
-        self._queued_bytes = 0
-        self._publish_paused_until = 0.0
-        self._greenlets = [gevent.spawn(self._subscribe_loop), gevent.spawn(self._publish_loop)]
+        self.publisher = _Publisher(self)
+        self._subscriber = gevent.spawn(self._subscribe_loop)
 
     # -- gateways
 
@@ -236,7 +318,8 @@ class _SharedSubscriber:
     def stop(self) -> None:
         if self._instances.get(self._key) is self:
             del self._instances[self._key]
-        gevent.killall(self._greenlets)  # the subscriber closes its connection on the way out
+        self._subscriber.kill()  # it closes its connection on the way out
+        self.publisher.stop()
         try:
             self._release_node()
         except (redis_py.RedisError, OSError):
@@ -266,47 +349,6 @@ class _SharedSubscriber:
     def is_local(self, channel: str, client_id: int) -> bool:
         return any(client_id in gateway._client_ids for gateway in self.gateways.get(channel, ()))
 
-    # -- publishing
-
-    def publish(self, channel: str, message: bytes) -> None:
-        """Queue one publish for the publisher greenlet, or drop it when the queue is full."""
-        if self._outgoing.qsize() >= MAX_QUEUED_PUBLISHES or self._queued_bytes + len(message) > MAX_QUEUED_BYTES:
-            self.counters["dropped"] += 1
-            self._log_fault("publish queue full", "Redis at %s is too slow: dropping publishes", self.name)
-            return
-        self._queued_bytes += len(message)
-        self._outgoing.put_nowait((channel, message))
-
-    def _publish_loop(self) -> None:
-        outgoing = self._outgoing
-        while True:
-            batch = [outgoing.get()]
-            try:
-                while len(batch) < PUBLISH_BATCH:
-                    batch.append(outgoing.get_nowait())
-            except Empty:
-                pass
-            self._queued_bytes -= sum(len(message) for _, message in batch)
-            if time.monotonic() < self._publish_paused_until:
-                self.counters["dropped"] += len(batch)  # Redis is away: lost, not queued
-                continue
-            try:
-                if len(batch) == 1:
-                    self.client.publish(*batch[0])
-                else:
-                    pipeline = self.client.pipeline(transaction=False)
-                    for channel, message in batch:
-                        pipeline.publish(channel, message)
-                    pipeline.execute()
-            except (redis_py.RedisError, OSError) as error:
-                self.counters["dropped"] += len(batch)
-                self._publish_paused_until = time.monotonic() + RECONNECT_BACKOFF_CAP
-                self._lost(error)
-            else:
-                self.counters["published"] += len(batch)
-                if not self.connected:
-                    self._recovered()
-
     # -- subscribing
 
     def _subscribe_loop(self) -> None:
@@ -322,11 +364,11 @@ class _SharedSubscriber:
                 missing = [channel for channel in self.gateways if channel not in channels]
                 if missing:
                     pubsub.subscribe(*missing)
-                self._recovered()
+                self.recovered()
                 delay = RECONNECT_BACKOFF
                 self._listen(pubsub)
             except (redis_py.RedisError, OSError) as error:
-                self._lost(error)
+                self.lost(error)
             except Exception:  # a bug must not end delivery for the process: log it, reconnect
                 logger.exception("The Redis subscriber failed; reconnecting")
             finally:
@@ -355,7 +397,7 @@ class _SharedSubscriber:
             envelope = decode_envelope(raw)
         except EnvelopeError as error:
             self.counters["ignored"] += 1
-            self._log_fault(error.kind, "Ignored a message on channel %r: %s (%r...)", channel, error, raw[:60])
+            self.log_fault(error.kind, "Ignored a message on channel %r: %s (%r...)", channel, error, raw[:60])
             return
         if envelope.origin == self.origin:
             return  # ours: delivered to this process's clients when it was sent
@@ -388,7 +430,7 @@ class _SharedSubscriber:
                     self.client.expire(key, NODE_TTL)
                     return
             except redis_py.ResponseError as error:  # e.g. an ACL user without keys: pub/sub still works
-                self._log_fault(
+                self.log_fault(
                     "claim refused", "Cannot claim client id node numbers in Redis at %s: %s", self.name, error
                 )
                 return
@@ -414,7 +456,7 @@ class _SharedSubscriber:
 
     # -- state and logging
 
-    def _lost(self, error: BaseException) -> None:
+    def lost(self, error: BaseException) -> None:
         self.last_error = error
         if self.connected or not self._lost_at:
             logger.warning(
@@ -426,7 +468,7 @@ class _SharedSubscriber:
             self._lost_at = time.monotonic()
         self.connected = False
 
-    def _recovered(self) -> None:
+    def recovered(self) -> None:
         if self._lost_at and not self.connected:
             logger.warning(
                 "Redis at %s is back after %.1f s (%d publishes dropped so far)",
@@ -435,9 +477,9 @@ class _SharedSubscriber:
                 self.counters["dropped"],
             )
         self.connected = True
-        self._publish_paused_until = 0.0
+        self.publisher.paused_until = 0.0
 
-    def _log_fault(self, kind: str, message: str, *args: object) -> None:
+    def log_fault(self, kind: str, message: str, *args: object) -> None:
         if kind not in self._faults_logged:
             self._faults_logged.add(kind)
             logger.warning(message + " (logged once)", *args)
@@ -543,12 +585,12 @@ class RedisGateway:
 
     def _send(self, envelope: Envelope) -> SendResult:
         shared = self._shared
-        result = shared.deliver(self.channel, envelope, self) or SendResult(0)
         to = envelope.to
         if to is None or not all(shared.is_local(self.channel, client_id) for client_id in to):
+            # Published first: the other processes deliver while this one writes to its own clients.
             message = encode_envelope(shared.origin, envelope.data, envelope.exclude, to)
-            shared.publish(self.channel, message)
-        return result
+            shared.publisher.publish(self.channel, message)
+        return shared.deliver(self.channel, envelope, self) or SendResult(0)
 
 
 class RedisEmitter:
