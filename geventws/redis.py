@@ -134,7 +134,7 @@ def decode_envelope(raw: bytes) -> Envelope:
         raise EnvelopeError(f"unsupported format version {header['geventws']!r}")
     origin, kind = header.get("from"), header.get("type")
     exclude, to = header.get("exclude", []), header.get("to")
-    if not isinstance(origin, str) or kind not in ("text", "binary") or not _is_ids(exclude) or not _is_ids(to or []):
+    if not isinstance(origin, str) or kind not in ("text", "binary") or not _is_ids(exclude) or not _is_ids(to, None):
         raise EnvelopeError("malformed header", raw[:end].decode("utf-8", "replace")[:200])
     payload = raw[end + 1 :]
     if kind == "text":
@@ -145,7 +145,10 @@ def decode_envelope(raw: bytes) -> Envelope:
     return Envelope(origin, payload, tuple(exclude), None if to is None else tuple(to))
 
 
-def _is_ids(value: object) -> bool:
+def _is_ids(value: object, *also: None) -> bool:
+    """Whether ``value`` is a list of client ids (or one of ``also``)."""
+    if value is None:
+        return None in also
     return isinstance(value, list) and all(type(item) is int for item in value)
 
 
@@ -160,11 +163,12 @@ def _client(url_or_client: str | redis_py.Redis) -> redis_py.Redis:
     return url_or_client
 
 
-def _describe(url_or_client: str | redis_py.Redis) -> str:
-    if isinstance(url_or_client, str):
-        return url_or_client
-    kwargs = url_or_client.get_connection_kwargs()
-    return f"{kwargs.get('host', '?')}:{kwargs.get('port', '?')}"
+def _describe(client: redis_py.Redis) -> str:
+    """Where the client connects, for logs: never the URL, which may hold a password."""
+    kwargs = client.get_connection_kwargs()
+    if "path" in kwargs:
+        return f"unix:{kwargs['path']}"
+    return f"{kwargs.get('host', '?')}:{kwargs.get('port', '?')}/{kwargs.get('db', 0)}"
 
 
 class _Publisher:
@@ -269,8 +273,8 @@ class _SharedSubscriber:
 
     def __init__(self, key: tuple[int, object], url_or_client: str | redis_py.Redis) -> None:
         self._key = key
-        self.name = _describe(url_or_client)
         self.client = _client(url_or_client)
+        self.name = _describe(self.client)
         self.origin = os.urandom(8).hex()  # our messages carry it; the echo is recognized by it
         self.gateways: dict[str, list[RedisGateway]] = {}
         self.ready: dict[str, Event] = {}
