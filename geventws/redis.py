@@ -11,8 +11,8 @@ WebSocket clients (no gevent, no server needed).
 
 Guarantees of a delivery to another process:
 
-- at most once, and in the order the publishing process sent them (one
-  publisher greenlet per Redis, one subscriber connection per Redis);
+- at most once, and in the order the publishing process sent them (per
+  process and Redis: one publishing connection, one subscriber connection);
 - lost while Redis is unreachable: publishes are dropped (counted, logged
   once), never queued without bound; local delivery goes on meanwhile;
 - :class:`~geventws.gateway.SendResult` covers the local deliveries only.
@@ -71,9 +71,9 @@ NODE_REFRESH = 20.0
 #: attempt per cap.
 RECONNECT_BACKOFF = 0.1
 RECONNECT_BACKOFF_CAP = 2.0
-#: Bytes published but not yet confirmed by Redis (per Redis, all channels);
-#: past it new publishes are dropped, so a Redis that stops reading never
-#: makes a sender wait or memory grow.  Normally only a few messages are in flight.
+#: Bytes published but not yet answered by Redis (per Redis, all channels);
+#: past it new publishes are dropped, so a Redis that stops answering cannot
+#: make memory grow.  Normally only a few messages are in flight.
 MAX_IN_FLIGHT_BYTES = 4 * 1024 * 1024
 #: How long a Redis command may take before the connection counts as lost.
 SOCKET_TIMEOUT = 10.0
@@ -174,12 +174,15 @@ def _describe(client: redis_py.Redis) -> str:
 class _Publisher:
     """Publishes on a connection of its own: written at once by the sender, replies read by a greenlet.
 
-    A send never waits for Redis: the PUBLISH is written in the sending
-    greenlet (so Redis and the other processes work while this one still
-    delivers locally), under a lock so that commands never interleave and go
-    out in the order they were sent.  The reply greenlet reads the answers in
-    order.  While Redis is away, or too slow to answer, publishes are dropped
-    and counted.
+    A send does not wait for Redis's answer: the PUBLISH is written in the
+    sending greenlet (so Redis and the other processes work while this one
+    still delivers locally), under a lock so that commands never interleave
+    and go out in the order they were sent; the reply greenlet reads the
+    answers in order.  A sender waits only to (re)connect, at most once per
+    :data:`RECONNECT_BACKOFF_CAP`, or while a Redis that stopped reading
+    leaves the socket full (at most :data:`SOCKET_TIMEOUT`).  While Redis is
+    away, or has more than :data:`MAX_IN_FLIGHT_BYTES` unanswered, publishes
+    are dropped and counted.
     """
 
     def __init__(self, shared: _SharedSubscriber) -> None:
@@ -254,7 +257,7 @@ class _Publisher:
 
 
 class _SharedSubscriber:
-    """One Redis per process: one subscriber connection and greenlet, one publisher greenlet.
+    """One Redis in this process: one subscriber connection and greenlet, one :class:`_Publisher`.
 
     Every :class:`RedisGateway` of this process on the same Redis (URL or
     client object) shares it; it stops when the last one closes.
