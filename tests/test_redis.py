@@ -29,7 +29,7 @@ from geventws.redis import (
 )
 
 APP = Path(__file__).parent / "redis_app.py"
-#: Small enough that a stalled client is closed after about a MiB beyond its socket buffers.
+#: Small, so that a stalled client is closed soon after its socket buffers are full.
 MAX_PENDING = 256 * 1024
 
 
