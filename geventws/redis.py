@@ -251,9 +251,10 @@ class _Publisher:
 
     def stop(self) -> None:
         self.greenlet.kill()
-        if self._connection is not None:
-            self._connection.disconnect()
-            self._connection = None
+        connection, self._connection = self._connection, None
+        if connection is not None:
+            connection.disconnect()
+            self._shared.client.connection_pool.release(connection)
 
 
 class _SharedSubscriber:
