@@ -174,30 +174,31 @@ def _describe(client: redis_py.Redis) -> str:
 class _Publisher:
     """Publishes on a connection of its own: written at once by the sender, replies read by a greenlet.
 
-    A send does not wait for Redis's answer: the PUBLISH is written in the
-    sending greenlet (so Redis and the other processes work while this one
-    still delivers locally), under a lock so that commands never interleave
-    and go out in the order they were sent; the reply greenlet reads the
-    answers in order.  A sender waits only to (re)connect, at most once per
-    :data:`RECONNECT_BACKOFF_CAP`, or while a Redis that stopped reading
-    leaves the socket full (at most :data:`SOCKET_TIMEOUT`).  While Redis is
-    away, or has more than :data:`MAX_IN_FLIGHT_BYTES` unanswered, publishes
-    are dropped and counted.
+    A send does not wait for Redis: the PUBLISH is written in the sending
+    greenlet (so Redis and the other processes work while this one still
+    delivers locally), under a lock so that commands never interleave and go
+    out in the order they were sent.  The publisher greenlet connects (and
+    reconnects, with backoff) and reads the answers in order, so a Redis that
+    is down or unreachable never holds a sender up.  While it is away, or has
+    more than :data:`MAX_IN_FLIGHT_BYTES` unanswered, publishes are dropped and
+    counted.  The one wait left: a Redis that stops reading without closing
+    the connection can hold a sender until the socket's buffers take the
+    message or :data:`SOCKET_TIMEOUT` passes.
     """
 
     def __init__(self, shared: _SharedSubscriber) -> None:
         self._shared = shared
         self._connection: Any = None
+        self.ready = Event()  # set while the connection is up
         self._lock = Semaphore()
         self._in_flight: deque[int] = deque()  # sizes of the publishes awaiting their reply
         self._in_flight_bytes = 0
-        self._replies = Event()
-        self.paused_until = 0.0
-        self.greenlet = gevent.spawn(self._read_replies)
+        self._wake = Event()
+        self.greenlet = gevent.spawn(self._run)
 
     def publish(self, channel: str, message: bytes) -> None:
         shared = self._shared
-        if time.monotonic() < self.paused_until:
+        if not self.ready.is_set():
             shared.counters["dropped"] += 1  # Redis is away: lost, not queued
             return
         if self._in_flight and self._in_flight_bytes + len(message) > MAX_IN_FLIGHT_BYTES:
@@ -205,52 +206,79 @@ class _Publisher:
             shared.log_fault("too slow", "Redis at %s does not keep up: dropping publishes", shared.name)
             return
         with self._lock:
+            if not self.ready.is_set():  # lost while this sender waited for the lock
+                shared.counters["dropped"] += 1
+                return
             try:
-                if self._connection is None:
-                    self._connection = shared.client.connection_pool.get_connection()
                 self._connection.send_command("PUBLISH", channel, message)
             except (redis_py.RedisError, OSError) as error:
                 self._fail(error, 1)
                 return
         self._in_flight.append(len(message))
         self._in_flight_bytes += len(message)
-        self._replies.set()
+        self._wake.set()
+
+    def disconnect(self) -> None:
+        """Drop the connection because the subscriber lost Redis: a restart closed this one too."""
+        if self.ready.is_set():
+            self._fail(redis_py.ConnectionError("the subscriber lost Redis"), 0)
+
+    def reconnect_now(self) -> None:
+        """Cut the reconnect backoff short (the subscriber just reached Redis)."""
+        if not self.ready.is_set():
+            self._wake.set()
+
+    def _run(self) -> None:
+        delay = RECONNECT_BACKOFF
+        while True:
+            if not self.ready.is_set():
+                try:
+                    if self._connection is None:
+                        self._connection = self._shared.client.connection_pool.get_connection()
+                    self._connection.connect()
+                except (redis_py.RedisError, OSError) as error:
+                    self._shared.lost(error)
+                    self._wake.clear()
+                    self._wake.wait(delay * random.uniform(0.5, 1.0))
+                    delay = min(delay * 2, RECONNECT_BACKOFF_CAP)
+                    continue
+                delay = RECONNECT_BACKOFF
+                self.ready.set()
+            self._wake.wait()
+            self._wake.clear()
+            self._read_replies()
 
     def _read_replies(self) -> None:
-        counters = self._shared.counters
-        while True:
-            self._replies.wait()
-            while self._in_flight:
-                try:
-                    self._connection.read_response()
-                except redis_py.ResponseError as error:  # refused (e.g. ACL): the connection is fine
-                    counters["dropped"] += 1
-                    self._shared.log_fault(
-                        "publish refused", "Redis at %s refused a publish: %s", self._shared.name, error
-                    )
-                except (redis_py.RedisError, OSError) as error:
-                    self._fail(error, 0)
-                    break
-                else:
-                    counters["published"] += 1
-                    if not self._shared.connected:
-                        self._shared.recovered()
-                if self._in_flight:
-                    self._in_flight_bytes -= self._in_flight.popleft()
-            self._replies.clear()
+        shared = self._shared
+        while self._in_flight:
+            try:
+                self._connection.read_response()
+            except redis_py.ResponseError as error:  # refused (e.g. ACL): the connection is fine
+                shared.counters["dropped"] += 1
+                shared.log_fault("publish refused", "Redis at %s refused a publish: %s", shared.name, error)
+            except (redis_py.RedisError, OSError) as error:
+                self._fail(error, 0)
+                return
+            else:
+                shared.counters["published"] += 1
+                if not shared.connected:
+                    shared.recovered()
+            self._in_flight_bytes -= self._in_flight.popleft()
 
     def _fail(self, error: BaseException, unsent: int) -> None:
-        """Drop what awaits a reply, close the connection, and stop trying for a while."""
+        """Drop what awaits a reply and close the connection; the greenlet reconnects."""
+        self.ready.clear()
         self._shared.counters["dropped"] += unsent + len(self._in_flight)
         self._in_flight.clear()
         self._in_flight_bytes = 0
-        self.paused_until = time.monotonic() + RECONNECT_BACKOFF_CAP
         if self._connection is not None:
             self._connection.disconnect()
         self._shared.lost(error)
+        self._wake.set()
 
     def stop(self) -> None:
         self.greenlet.kill()
+        self.ready.clear()
         connection, self._connection = self._connection, None
         if connection is not None:
             connection.disconnect()
@@ -377,6 +405,7 @@ class _SharedSubscriber:
                 self._listen(pubsub)
             except (redis_py.RedisError, OSError) as error:
                 self.lost(error)
+                self.publisher.disconnect()  # it would only notice at its next publish, and lose that
             except Exception:  # a bug must not end delivery for the process: log it, reconnect
                 logger.exception("The Redis subscriber failed; reconnecting")
             finally:
@@ -485,7 +514,7 @@ class _SharedSubscriber:
                 self.counters["dropped"],
             )
         self.connected = True
-        self.publisher.paused_until = 0.0
+        self.publisher.reconnect_now()
 
     def log_fault(self, kind: str, message: str, *args: object) -> None:
         if kind not in self._faults_logged:
@@ -526,7 +555,7 @@ class RedisGateway:
         self._shared = _SharedSubscriber.shared(redis)
         self._shared.add(self)
         self._closed = False
-        if not start_degraded and not self._shared.ready[channel].wait(connect_timeout):
+        if not start_degraded and not self.wait_connected(connect_timeout):
             error = self._shared.last_error
             self.close()
             raise RedisUnavailableError(
@@ -536,17 +565,22 @@ class RedisGateway:
 
     @property
     def connected(self) -> bool:
-        """Whether the shared connection is subscribed to this gateway's channel now."""
-        return not self._closed and bool(self._shared.ready.get(self.channel, Event()).is_set())
+        """Whether this gateway's channel is subscribed and publishing works, now."""
+        subscribed = self._shared.ready.get(self.channel)
+        return subscribed is not None and subscribed.is_set() and self._shared.publisher.ready.is_set()
 
     def counters(self) -> dict[str, int]:
         """Counts of the shared connection: published, dropped (Redis away or too slow), received, ignored."""
         return dict(self._shared.counters)
 
     def wait_connected(self, timeout: float | None = None) -> bool:
-        """Wait until the channel is subscribed (again); False on timeout."""
-        event = self._shared.ready.get(self.channel)
-        return event is not None and bool(event.wait(timeout))
+        """Wait until the channel is subscribed and publishing works (again); False on timeout."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        for event in (self._shared.ready.get(self.channel), self._shared.publisher.ready):
+            left = None if deadline is None else max(0.0, deadline - time.monotonic())
+            if event is None or not event.wait(left):
+                return False
+        return True
 
     def close(self) -> None:
         """Leave the channel; the last gateway on a Redis closes the shared connection."""

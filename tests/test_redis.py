@@ -270,19 +270,9 @@ def test_redis_stopped_then_restarted_local_delivery_goes_on_and_remote_resumes(
             assert a.recv() == f"during {index}"  # local delivery goes on
         server.start()
         restarted = time.monotonic()
-        received = None
-        for index in range(100):
-            command(a, "broadcast", text=f"probe {index}")
-            assert a.recv() == f"probe {index}"
-            b.settimeout(0.2)
-            try:
-                received = b.recv()
-                break
-            except websocket.WebSocketTimeoutException:
-                continue
-        assert received is not None and received.startswith("probe"), received  # never a "during" message
-        assert time.monotonic() - restarted < 8
-        b.settimeout(10)
+        assert probe(a, b, "a").startswith("a probe")  # never a "during" message
+        assert probe(b, a, "b").startswith("b probe")
+        assert time.monotonic() - restarted < 8  # both ways, within a few seconds
         command(b, "broadcast", text="back")
         assert a.recv() == "back" and b.recv() == "back"
         for app in apps:
@@ -294,6 +284,25 @@ def test_redis_stopped_then_restarted_local_delivery_goes_on_and_remote_resumes(
         for app in apps:
             app.stop()
         server.stop()
+
+
+def probe(sender, receiver, name, timeout=10):
+    """Broadcast numbered probes from ``sender``'s process until ``receiver`` gets something: that message."""
+    deadline = time.monotonic() + timeout
+    index = 0
+    while time.monotonic() < deadline:
+        command(sender, "broadcast", text=f"{name} probe {index}")
+        own = f"{name} probe {index}"
+        seen = recv_until(sender, lambda message, own=own: message == own)
+        assert all(" probe " in message for message in seen), seen  # late probes of the other way only
+        receiver.settimeout(0.2)
+        try:
+            return receiver.recv()
+        except websocket.WebSocketTimeoutException:
+            index += 1
+        finally:
+            receiver.settimeout(10)
+    raise AssertionError(f"no probe from {name} arrived within {timeout} s")
 
 
 def wait_for(condition, timeout):
