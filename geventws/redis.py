@@ -42,7 +42,7 @@ import random
 import time
 from collections import deque
 from collections.abc import Iterable
-from typing import Any, NamedTuple
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 import gevent
 from gevent import monkey
@@ -58,6 +58,9 @@ except ImportError as error:  # pragma: no cover - the extra is missing
 
 from .connection.client import WebsocketClient, client_ids
 from .gateway import SendResult, WebsocketClientGateway
+
+if TYPE_CHECKING:
+    from .gateway import WebsocketGateway
 
 logger = logging.getLogger("geventws.redis")
 
@@ -633,6 +636,12 @@ class RedisGateway:
             message = encode_envelope(shared.origin, envelope.data, envelope.exclude, to)
             shared.publisher.publish(self.channel, message)
         return shared.deliver(self.channel, envelope, self) or SendResult(0)
+
+
+if TYPE_CHECKING:
+
+    def _is_a_gateway(gateway: RedisGateway) -> WebsocketGateway:
+        return gateway  # mypy checks that RedisGateway has the WebsocketGateway interface
 
 
 class RedisEmitter:
