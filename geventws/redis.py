@@ -497,6 +497,7 @@ class _SharedSubscriber:
     # -- state and logging
 
     def lost(self, error: BaseException) -> None:
+        """Either connection failed: log the loss once (until :meth:`recovered`)."""
         self.last_error = error
         if self.connected or not self._lost_at:
             logger.warning(
@@ -509,6 +510,7 @@ class _SharedSubscriber:
         self.connected = False
 
     def recovered(self) -> None:
+        """Redis answers again: log it once, and let the publisher reconnect at once."""
         if self._lost_at and not self.connected:
             logger.warning(
                 "Redis at %s is back after %.1f s (%d publishes dropped so far)",
@@ -609,15 +611,19 @@ class RedisGateway:
         return self.local.get_clients()
 
     def broadcast_text(self, data: str, exclude: Iterable[int] = ()) -> SendResult:
+        """Send to every client on the channel, in every process, but ``exclude``; the result is this process's."""
         return self._send(Envelope("", data, tuple(exclude)))
 
     def broadcast_binary(self, data: bytes, exclude: Iterable[int] = ()) -> SendResult:
+        """Send to every client on the channel, in every process, but ``exclude``; the result is this process's."""
         return self._send(Envelope("", bytes(data), tuple(exclude)))
 
     def multicast_text(self, data: str, client_ids: Iterable[int]) -> SendResult:
+        """Send to these clients wherever they are connected; the result covers those of this process."""
         return self._send(Envelope("", data, (), tuple(dict.fromkeys(client_ids))))
 
     def multicast_binary(self, data: bytes, client_ids: Iterable[int]) -> SendResult:
+        """Send to these clients wherever they are connected; the result covers those of this process."""
         return self._send(Envelope("", bytes(data), (), tuple(dict.fromkeys(client_ids))))
 
     def send_text(self, data: str, client_id: int) -> SendResult:
@@ -658,21 +664,27 @@ class RedisEmitter:
         self._owned = isinstance(redis, str)
 
     def broadcast_text(self, channel: str, data: str, exclude: Iterable[int] = ()) -> int:
+        """Send to every client of the channel's gateways but ``exclude``."""
         return self._publish(channel, encode_envelope(self._origin, data, exclude))
 
     def broadcast_binary(self, channel: str, data: bytes, exclude: Iterable[int] = ()) -> int:
+        """Send to every client of the channel's gateways but ``exclude``."""
         return self._publish(channel, encode_envelope(self._origin, bytes(data), exclude))
 
     def multicast_text(self, channel: str, client_ids: Iterable[int], data: str) -> int:
+        """Send to these clients of the channel's gateways, wherever they are connected."""
         return self._publish(channel, encode_envelope(self._origin, data, to=client_ids))
 
     def multicast_binary(self, channel: str, client_ids: Iterable[int], data: bytes) -> int:
+        """Send to these clients of the channel's gateways, wherever they are connected."""
         return self._publish(channel, encode_envelope(self._origin, bytes(data), to=client_ids))
 
     def send_text(self, channel: str, client_id: int, data: str) -> int:
+        """Send to one client of the channel's gateways, wherever it is connected."""
         return self._publish(channel, encode_envelope(self._origin, data, to=(client_id,)))
 
     def send_binary(self, channel: str, client_id: int, data: bytes) -> int:
+        """Send to one client of the channel's gateways, wherever it is connected."""
         return self._publish(channel, encode_envelope(self._origin, bytes(data), to=(client_id,)))
 
     def close(self) -> None:
