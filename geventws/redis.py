@@ -155,6 +155,17 @@ def _is_ids(value: object, *also: None) -> bool:
     return isinstance(value, list) and all(type(item) is int for item in value)
 
 
+_token: tuple[int, str] | None = None
+
+
+def _process_token() -> str:
+    """A random token of this process (drawn again in a forked child); its node number claims carry it."""
+    global _token
+    if _token is None or _token[0] != os.getpid():
+        _token = (os.getpid(), os.urandom(8).hex())
+    return _token[1]
+
+
 def _client(url_or_client: str | redis_py.Redis) -> redis_py.Redis:
     if isinstance(url_or_client, str):
         # No retries inside redis-py: a failure reaches our loops at once, which back off themselves.
@@ -460,13 +471,14 @@ class _SharedSubscriber:
 
     def _claim_node(self) -> None:
         """Claim this process's client id node number in Redis, drawing another while no id was handed out."""
+        token = _process_token()  # not self.origin: gateways on several clients of one Redis share the claim
         for _ in range(8):
             node = client_ids.node
             key = f"geventws:node:{node}"
             try:
-                if self.client.set(key, self.origin, nx=True, ex=NODE_TTL):
+                if self.client.set(key, token, nx=True, ex=NODE_TTL):
                     return
-                if self.client.get(key) == self.origin.encode():
+                if self.client.get(key) == token.encode():
                     self.client.expire(key, NODE_TTL)
                     return
             except redis_py.ResponseError as error:  # e.g. an ACL user without keys: pub/sub still works
@@ -491,7 +503,7 @@ class _SharedSubscriber:
 
     def _release_node(self) -> None:
         key = f"geventws:node:{client_ids.node}"
-        if self.client.get(key) == self.origin.encode():
+        if self.client.get(key) == _process_token().encode():
             self.client.delete(key)
 
     # -- state and logging
