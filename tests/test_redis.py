@@ -383,6 +383,25 @@ def test_gateways_on_one_channel_in_one_process_all_deliver(redis_server, serve)
         second.close()
 
 
+def test_a_redis_py_client_works_as_well_as_a_url(redis_server, serve):
+    client = redis.Redis.from_url(redis_server.url)
+    by_url, by_client = RedisGateway(redis_server.url, "clients"), RedisGateway(client, "clients")
+    try:
+        a = serve(gateway_app(by_url)).connect()
+        b = serve(gateway_app(by_client)).connect()
+        a_id, b_id = int(a.recv()[3:]), int(b.recv()[3:])
+        a.send("from a")
+        assert a.recv() == "from a" and b.recv() == "from a"
+        emitter = RedisEmitter(client)
+        assert emitter.multicast_binary("clients", [a_id, b_id], b"both") == 2  # two subscriber connections
+        assert a.recv() == b"both" and b.recv() == b"both"
+        close_all(a, b)
+    finally:
+        by_url.close()
+        by_client.close()
+        client.close()
+
+
 def test_node_numbers_are_claimed_in_redis(redis_server, caplog):
     client = redis.Redis.from_url(redis_server.url)
     taken = 0x1ABCD
