@@ -87,7 +87,7 @@ EXTRA_SERVERS = [
         "geventws-redis",
         "geventws_redis.py",
         deflate=False,
-        note="2 processes + valkey-server on the server core, RedisGateway; CPU is the first process's only",
+        note="RedisGateway over 2 processes + valkey-server (those two on any core); CPU: the first process only",
     ),
 ]
 
