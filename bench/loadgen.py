@@ -369,9 +369,14 @@ async def echo(
 
 
 async def broadcast(
-    url: str, server_pid: int, *, clients: int, size: int, rounds: int, timeout: float = 20.0
+    url: str | list[str], server_pid: int, *, clients: int, size: int, rounds: int, timeout: float = 20.0
 ) -> dict[str, Any]:
-    """One trigger connection asks for ``rounds`` broadcasts of ``size`` bytes to ``clients`` listeners."""
+    """One trigger connection asks for ``rounds`` broadcasts of ``size`` bytes to ``clients`` listeners.
+
+    With several URLs (server processes sharing a Redis) the listeners are
+    spread evenly over them and the trigger connects to the first.
+    """
+    urls = [url] if isinstance(url, str) else url
     latencies: list[float] = []
     completions: list[float] = []
     round_state: dict[str, Any] = {"t0": 0.0, "pending": 0, "done": None, "ready": 0, "ready_done": None}
@@ -394,9 +399,14 @@ async def broadcast(
         conn.on_message = on_message
         return conn
 
-    conns, errors = await open_connections(url, clients, factory)
+    conns, errors = [], []
+    for index, each in enumerate(urls):
+        share = clients // len(urls) + (index < clients % len(urls))
+        opened, failed = await open_connections(each, share, factory)
+        conns.extend(opened)
+        errors.extend(failed)
     await _require(conns, errors, clients, False)
-    trigger_conns, errors = await open_connections(url, 1, Conn)
+    trigger_conns, errors = await open_connections(urls[0], 1, Conn)
     conns.extend(trigger_conns)
     await _require(conns, errors, clients + 1, False)
     trigger = trigger_conns[0]

@@ -8,6 +8,7 @@ Usage (from the repository root, in bench/.venv; ``make bench`` does this)::
     python bench/run.py --cells 'echo-c100-*' --repeats 5 --duration 3
     python bench/run.py --list                # the cells and servers, without running
     python bench/run.py --profile --servers geventws --cells echo-c100-16B,echo-c1-64KiB --duration 8
+    python bench/run.py --servers geventws,geventws-redis --no-baseline --cells broadcast-1000   # Redis vs local
 
 Each cell starts the server in its own process (pinned to core 0), runs the
 picows/uvloop load generator in this process (pinned to core 1), and kills the
@@ -79,6 +80,14 @@ SERVERS = [
 EXTRA_SERVERS = [
     ServerSpec(
         "geventws-loop", "geventws_server.py", ("--loop-broadcast",), note="broadcast by looping over send_binary"
+    ),
+    # Broadcast cells only: the listeners spread over two processes sharing a Redis (valkey-server), see
+    # servers/geventws_redis.py; compare with "geventws" (one process, the local gateway) in the same run.
+    ServerSpec(
+        "geventws-redis",
+        "geventws_redis.py",
+        deflate=False,
+        note="RedisGateway over 2 processes + valkey-server (those two on any core); CPU: the first process only",
     ),
 ]
 
@@ -369,7 +378,8 @@ async def run_scenario(cell: Cell, server: ServerProcess, opts: argparse.Namespa
             on_measure=on_measure,
         )
     if cell.scenario == "broadcast":
-        return await loadgen.broadcast(server.url, server.pid, clients=p["clients"], size=p["size"], rounds=p["rounds"])
+        urls = server.config.get("urls") or [server.url]  # several processes: the listeners are spread over them
+        return await loadgen.broadcast(urls, server.pid, clients=p["clients"], size=p["size"], rounds=p["rounds"])
     if cell.scenario == "idle":
         result = await loadgen.idle(server.url, server.pid, levels=p["levels"])
         flat: dict[str, Any] = {

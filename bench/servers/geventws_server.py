@@ -5,6 +5,9 @@ Configured alike by default (16 MiB message limit, no rate limit, no heartbeat);
 uses ``geventws.Rfc7692CompressionFactory()`` (the run skips the cell when
 geventws has none).  Broadcast goes through ``geventws.WebsocketClientGateway``
 when geventws has one, else loops over the clients with ``send_binary``.
+``--redis URL`` broadcasts through ``geventws.redis.RedisGateway`` on that
+Redis instead (``geventws_redis.py`` starts it and a peer process);
+``--peer-url`` names the peers' WebSocket URLs in the READY config.
 """
 
 from gevent import monkey
@@ -27,8 +30,31 @@ if LOOP_BROADCAST:
     sys.argv.remove("--loop-broadcast")
 
 
+def _option(name: str) -> list[str]:
+    """Take every ``name VALUE`` pair out of sys.argv (before the shared argument parser sees it)."""
+    values = []
+    while name in sys.argv:
+        index = sys.argv.index(name)
+        values.append(sys.argv[index + 1])
+        del sys.argv[index : index + 2]
+    return values
+
+
+REDIS_URL = next(iter(_option("--redis")), None)
+PEER_URLS = _option("--peer-url")
+
+
 def make_broadcaster():  # type: ignore[no-untyped-def]
     """(on_connect, on_disconnect, broadcast, description) for the gateway if any, else a plain loop."""
+    if REDIS_URL is not None:
+        from geventws.redis import RedisGateway
+
+        redis_gateway = RedisGateway(REDIS_URL, "bench")
+
+        def redis_broadcast(sender, payload: bytes) -> None:  # type: ignore[no-untyped-def]
+            redis_gateway.broadcast_binary(payload, [sender.id])
+
+        return redis_gateway.add_client, None, redis_broadcast, "RedisGateway.broadcast_binary"
     gateway_class = None if LOOP_BROADCAST else getattr(geventws, "WebsocketClientGateway", None)
     if gateway_class is not None:
         try:
@@ -107,6 +133,7 @@ def main() -> None:
         heartbeat=repr(getattr(client_factory, "heartbeat", "?")),
         broadcast=BROADCAST_HOW,
         loop="gevent",
+        **({"urls": [f"ws://{HOST}:{args.port}/", *PEER_URLS], "redis": REDIS_URL} if REDIS_URL else {}),
     )
     gevent.wait()
 

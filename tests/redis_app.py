@@ -1,0 +1,77 @@
+"""A server process of the Redis gateway tests: ``python redis_app.py REDIS_URL [--max-pending-bytes N]``.
+
+Clients connect to ``/room/<name>``; each room is a :class:`RedisGateway` on
+the channel ``room:<name>``.  A client first receives ``id:<its id>``, then
+its text messages are commands (JSON) that make this process send through
+the gateway.  Prints ``READY <port>`` once listening; logs go to stderr.
+"""
+
+from gevent import monkey
+
+monkey.patch_all()
+
+import argparse  # noqa: E402
+import json  # noqa: E402
+import logging  # noqa: E402
+import signal  # noqa: E402
+import sys  # noqa: E402
+from typing import Any  # noqa: E402
+
+from gevent.lock import Semaphore  # noqa: E402
+
+import geventws  # noqa: E402
+from geventws.redis import RedisGateway  # noqa: E402
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("redis")
+    parser.add_argument("--max-pending-bytes", type=int, default=geventws.gateway.DEFAULT_MAX_PENDING_BYTES)
+    args = parser.parse_args()
+    logging.basicConfig(stream=sys.stderr, level=logging.INFO, format="%(name)s %(levelname)s %(message)s")
+    rooms: dict[str, RedisGateway] = {}
+    creating = Semaphore()
+
+    def room(name: str) -> RedisGateway:
+        with creating:
+            if name not in rooms:
+                local = geventws.WebsocketClientGateway(max_pending_bytes=args.max_pending_bytes)
+                rooms[name] = RedisGateway(args.redis, f"room:{name}", local=local)
+            return rooms[name]
+
+    def handle_client(client: geventws.WebsocketClient, request: Any, response: Any) -> None:
+        gateway = room(request.path.rpartition("/")[2])
+        gateway.add_client(client)
+        client.send_text(f"id:{client.id}")
+        for message in client:
+            command = json.loads(str(message))
+            run(gateway, command)
+
+    def run(gateway: RedisGateway, command: dict[str, Any]) -> None:
+        op = command["op"]
+        if op == "burst":  # numbered broadcasts, then an end marker
+            body = "x" * command.get("pad", 0)
+            for index in range(command["count"]):
+                gateway.broadcast_text(f"{command['tag']}:{index}:{body}")
+            gateway.broadcast_text(f"{command['tag']}:end")
+        elif op == "broadcast":
+            gateway.broadcast_text(command["text"], command.get("exclude", ()))
+        elif op == "broadcast_binary":
+            gateway.broadcast_binary(command["text"].encode(), command.get("exclude", ()))
+        elif op == "send":
+            gateway.send_text(command["text"], command["to"])
+        elif op == "multicast":
+            gateway.multicast_binary(command["text"].encode(), command["to"])
+
+    server = geventws.Server(logging.getLogger("redis_app"))
+    server.expose(("127.0.0.1", 0))
+    server.start(geventws.Websocket(server, None, None, handle_client))
+    print(f"READY {server.addresses[0][1]}", flush=True)
+    geventws.trap_signal([signal.SIGINT, signal.SIGTERM])
+    server.stop(timeout=1)
+    for gateway in rooms.values():
+        gateway.close()
+
+
+if __name__ == "__main__":
+    main()
