@@ -18,7 +18,8 @@ from gevent.pool import Pool
 from gevent.pywsgi import LoggingLogAdapter, WSGIServer
 
 from .patching import warn_if_unpatched
-from .pywsgi_handler import WebsocketWSGIHandler
+from .pywsgi_handler import DEFAULT_MAX_HEADER_SIZE, WebsocketWSGIHandler
+from .request_body import DEFAULT_BODY_TIMEOUT
 
 #: A ``(host, port)`` tuple, or a filesystem path (optionally prefixed ``unix:``) for a unix socket.
 Address = Union[tuple[str, int], str]
@@ -30,8 +31,9 @@ DEFAULT_STOP_TIMEOUT = 3.0
 DEFAULT_REQUEST_TIMEOUT = 10.0
 #: An idle keep-alive HTTP connection is dropped after a minute.
 DEFAULT_KEEPALIVE_TIMEOUT = 60.0
-#: 16 KiB of request head (headers included), like common reverse proxies.
-DEFAULT_MAX_HEADER_SIZE = 16 * 1024
+#: 10 s for a TLS handshake, as websockets: a peer that connects and never
+#: says hello is dropped.
+DEFAULT_TLS_HANDSHAKE_TIMEOUT = 10.0
 
 
 @dataclass
@@ -57,10 +59,14 @@ class Server:
         request_timeout: float = DEFAULT_REQUEST_TIMEOUT,
         keepalive_timeout: float | None = DEFAULT_KEEPALIVE_TIMEOUT,
         max_header_size: int = DEFAULT_MAX_HEADER_SIZE,
+        body_timeout: float | None = DEFAULT_BODY_TIMEOUT,
+        tls_handshake_timeout: float | None = DEFAULT_TLS_HANDSHAKE_TIMEOUT,
     ) -> None:
         self.request_timeout = request_timeout
         self.keepalive_timeout = keepalive_timeout
         self.max_header_size = max_header_size
+        self.body_timeout = body_timeout
+        self.tls_handshake_timeout = tls_handshake_timeout
         self.logger = logger or logging.getLogger("geventws.server")
         self._access_log = LoggingLogAdapter(self.logger.getChild("access"), logging.INFO)
         self._error_log = LoggingLogAdapter(self.logger, logging.ERROR)
@@ -131,7 +137,7 @@ class Server:
         extra: dict[str, Any] = {}
         if exposure.ssl_context is not None:
             extra["ssl_context"] = exposure.ssl_context
-        server = WSGIServer(
+        server = _WSGIServer(
             listener,
             app,
             spawn=self._pool,
@@ -144,7 +150,42 @@ class Server:
         server.request_timeout = self.request_timeout
         server.keepalive_timeout = self.keepalive_timeout
         server.max_header_size = self.max_header_size
+        server.body_timeout = self.body_timeout
+        server.tls_handshake_timeout = self.tls_handshake_timeout
+        server.geventws_logger = self.logger
         return server
+
+
+class _WSGIServer(WSGIServer):  # type: ignore[misc]
+    """pywsgi's server with a deadline on the TLS handshake and quiet failed handshakes.
+
+    gevent runs the handshake in the connection's greenlet with no deadline,
+    and a failed one (a port scan, a peer that never says hello and leaves)
+    ends in a traceback printed on stderr.  Here it gets
+    ``tls_handshake_timeout`` seconds and a failure is one DEBUG line.
+    """
+
+    request_timeout: float | None = None
+    keepalive_timeout: float | None = None
+    max_header_size: int | None = None
+    body_timeout: float | None = DEFAULT_BODY_TIMEOUT
+    tls_handshake_timeout: float | None = DEFAULT_TLS_HANDSHAKE_TIMEOUT
+    geventws_logger: logging.Logger = logging.getLogger("geventws.server")
+
+    def wrap_socket_and_handle(self, client_socket: socket.socket, address: Any) -> Any:
+        try:
+            with gevent.Timeout(self.tls_handshake_timeout, TimeoutError("TLS handshake took too long")):
+                tls_socket = self.wrap_socket(client_socket, **self.ssl_args)
+        except OSError as error:  # ssl.SSLError and TimeoutError are OSErrors
+            self.geventws_logger.debug("TLS handshake with %s failed: %s", _peer(address), error)
+            client_socket.close()
+            return None
+        with tls_socket:
+            return self.handle(tls_socket, address)
+
+
+def _peer(address: Any) -> str:
+    return str(address[0]) if isinstance(address, tuple) and address else str(address or "-")
 
 
 def _listen(address: Address, backlog: int) -> socket.socket:
