@@ -18,8 +18,9 @@ from gevent.pool import Pool
 from gevent.pywsgi import LoggingLogAdapter, WSGIServer
 
 from .patching import warn_if_unpatched
-from .pywsgi_handler import DEFAULT_MAX_HEADER_SIZE, WebsocketWSGIHandler
-from .request_body import DEFAULT_BODY_TIMEOUT
+from .pywsgi_handler import DEFAULT_MAX_HEADER_SIZE as DEFAULT_MAX_HEADER_SIZE
+from .pywsgi_handler import WebsocketWSGIHandler
+from .request_body import DEFAULT_BODY_TIMEOUT as DEFAULT_BODY_TIMEOUT
 
 #: A ``(host, port)`` tuple, or a filesystem path (optionally prefixed ``unix:``) for a unix socket.
 Address = Union[tuple[str, int], str]
