@@ -79,7 +79,7 @@ def hardened(public):
         options.setdefault("keepalive_timeout", 30)
         server = geventws.Server(logging.getLogger("tests.hardening"), **options)
         server.expose(("127.0.0.1", 0), ssl_context=ssl_context)
-        router = geventws.Router(server, None, None)
+        router = geventws.Router(logging.getLogger("tests.hardening.router"))
         compression = geventws.Rfc7692CompressionFactory()
         factory = geventws.Rfc6455ClientFactory(rate_limit=None, heartbeat=None)
         router.add_route(
@@ -91,7 +91,7 @@ def hardened(public):
         router.add_route("GET", "/header", show_header)
         router.add_route("GET", "/fail", fail)
         router.add_route("POST", "/upload", upload_app())
-        router.set_fallback(document_root or geventws.DocumentRoot(server, None, public))
+        router.set_fallback(document_root or geventws.DocumentRoot(public))
         server.start(router)
         servers.append(server)
         return server.addresses[0][1]
@@ -421,7 +421,7 @@ def test_document_root_follows_symlinks_unless_told_not_to(hardened, public, tmp
     (public / "leak.txt").symlink_to(outside)
     (public / "alias.html").symlink_to(public / "index.html")
     following = hardened()
-    strict = hardened(document_root=geventws.DocumentRoot(None, None, public, follow_symlinks=False))
+    strict = hardened(document_root=geventws.DocumentRoot(public, follow_symlinks=False))
     for port, leak_status in ((following, 200), (strict, 404)):
         with connect(port) as sock:
             sock.sendall(b"GET /leak.txt HTTP/1.1\r\nHost: x\r\n\r\n")

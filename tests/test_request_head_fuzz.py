@@ -114,14 +114,14 @@ def port(tmp_path_factory):
     (public / "index.html").write_bytes(b"hello\n")
     server = geventws.Server(logging.getLogger("tests.fuzz"), request_timeout=1, body_timeout=0.2)
     server.expose(("127.0.0.1", 0))
-    router = geventws.Router(server)
+    router = geventws.Router()
     router.add_route(
         "GET",
         "/ws",
         geventws.Websocket(server, None, None, echo, compression_factory=geventws.Rfc7692CompressionFactory()),
     )
     router.add_route("POST", "/upload", upload)
-    router.set_fallback(geventws.DocumentRoot(server, None, public))
+    router.set_fallback(geventws.DocumentRoot(public))
     server.start(router)
     yield server.addresses[0][1]
     server.stop(timeout=1)
