@@ -9,6 +9,8 @@ import logging
 import os
 import socket
 import ssl
+import subprocess
+import sys
 import time
 import zlib
 
@@ -428,3 +430,49 @@ def test_document_root_follows_symlinks_unless_told_not_to(hardened, public, tmp
             assert sock.read_response()[0] == leak_status
             sock.sendall(b"GET /alias.html HTTP/1.1\r\nHost: x\r\n\r\n")
             assert sock.read_response()[0] == 200, "a link inside the root is served either way"
+
+
+# Out of file descriptors: no traceback per failed accept, and service resumes.
+
+EMFILE_SERVER = """
+import logging, resource, signal, sys
+from gevent import monkey; monkey.patch_all()
+import geventws
+resource.setrlimit(resource.RLIMIT_NOFILE, (64, 64))
+logging.basicConfig(stream=sys.stdout, level=logging.INFO, format="%(levelname)s %(name)s %(message)s")
+server = geventws.Server(logging.getLogger("emfile"), request_timeout=30)
+server.expose(("127.0.0.1", 0))
+def app(environ, start_response):
+    start_response("200 OK", [("Content-Length", "2")])
+    return [b"ok"]
+server.start(app)
+print("PORT", server.addresses[0][1], flush=True)
+geventws.trap_signal([signal.SIGTERM])
+server.stop(timeout=1)
+"""
+
+
+def test_running_out_of_file_descriptors_logs_one_line_and_service_resumes():
+    server = subprocess.Popen(
+        [sys.executable, "-c", EMFILE_SERVER], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    )
+    try:
+        line = server.stdout.readline()
+        while not line.startswith("PORT"):
+            line = server.stdout.readline()
+        port = int(line.split()[1])
+        idle = [connect(port) for _ in range(80)]  # more than the server's 64 descriptors
+        with connect(port) as late:
+            late.sendall(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+            late.sock.settimeout(0.5)
+            with pytest.raises(TimeoutError):
+                late.sock.recv(1)  # not accepted while descriptors are exhausted
+            for peer in idle:
+                peer.sock.close()
+            late.sock.settimeout(5)
+            assert late.read_response()[2] == b"ok", "accepting resumes once descriptors are free"
+    finally:
+        server.terminate()
+        out, err = server.communicate(timeout=10)
+    assert "Traceback" not in err
+    assert out.count("Cannot accept connections") == 1, out

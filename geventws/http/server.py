@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import logging
 import os
 import socket
@@ -157,13 +158,24 @@ class Server:
         return server
 
 
+#: Accept errors that mean "out of resources for now": accepting pauses, then retries.
+_ACCEPT_EXHAUSTED = frozenset({errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM})
+#: At most one log line per this many seconds while accepting is exhausted.
+_ACCEPT_LOG_INTERVAL = 10.0
+_ACCEPT_MAX_PAUSE = 1.0
+
+
 class _WSGIServer(WSGIServer):  # type: ignore[misc]
-    """pywsgi's server with a deadline on the TLS handshake and quiet failed handshakes.
+    """pywsgi's server with a deadline on the TLS handshake, and quiet failures.
 
     gevent runs the handshake in the connection's greenlet with no deadline,
     and a failed one (a port scan, a peer that never says hello and leaves)
     ends in a traceback printed on stderr.  Here it gets
     ``tls_handshake_timeout`` seconds and a failure is one DEBUG line.
+
+    Out of file descriptors (EMFILE and its kin), gevent prints a traceback for
+    every failed accept; here accepting pauses (50 ms, doubling up to 1 s, as
+    long as it keeps failing) and an ERROR line is logged at most every 10 s.
     """
 
     request_timeout: float | None = None
@@ -172,6 +184,36 @@ class _WSGIServer(WSGIServer):  # type: ignore[misc]
     body_timeout: float | None = DEFAULT_BODY_TIMEOUT
     tls_handshake_timeout: float | None = DEFAULT_TLS_HANDSHAKE_TIMEOUT
     geventws_logger: logging.Logger = logging.getLogger("geventws.server")
+    _accept_pause = 0.0
+    _accept_logged_at = -_ACCEPT_LOG_INTERVAL
+    _resume_timer: Any = None
+
+    def do_read(self) -> Any:
+        try:
+            accepted = super().do_read()
+        except OSError as error:
+            if error.errno not in _ACCEPT_EXHAUSTED:
+                raise
+            self._pause_accepting(error)
+            return None
+        self._accept_pause = 0.0
+        return accepted
+
+    def _pause_accepting(self, error: OSError) -> None:
+        now = time.monotonic()
+        if now - self._accept_logged_at >= _ACCEPT_LOG_INTERVAL:
+            self._accept_logged_at = now
+            self.geventws_logger.error("Cannot accept connections, pausing: %s", error)
+        self._accept_pause = min(_ACCEPT_MAX_PAUSE, max(0.05, self._accept_pause * 2))
+        self.stop_accepting()
+        if self._resume_timer is not None:
+            self._resume_timer.close()
+        self._resume_timer = self.loop.timer(self._accept_pause)
+        self._resume_timer.start(self._resume_accepting)
+
+    def _resume_accepting(self) -> None:
+        if self.started:
+            self.start_accepting()
 
     def wrap_socket_and_handle(self, client_socket: socket.socket, address: Any) -> Any:
         try:
