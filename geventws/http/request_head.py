@@ -85,6 +85,7 @@ class RequestHead:
 
     @property
     def typeheader(self) -> str | None:
+        """The ``Content-Type`` value, as pywsgi reads it."""
         return self.get("content-type")
 
 

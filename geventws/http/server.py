@@ -189,6 +189,7 @@ class _WSGIServer(WSGIServer):  # type: ignore[misc]
     _resume_timer: Any = None
 
     def do_read(self) -> Any:
+        """Accept one connection; out of descriptors, pause accepting instead of failing loudly."""
         try:
             accepted = super().do_read()
         except OSError as error:
@@ -216,6 +217,7 @@ class _WSGIServer(WSGIServer):  # type: ignore[misc]
             self.start_accepting()
 
     def wrap_socket_and_handle(self, client_socket: socket.socket, address: Any) -> Any:
+        """Complete the TLS handshake within the deadline, then serve the connection."""
         try:
             with gevent.Timeout(self.tls_handshake_timeout, TimeoutError("TLS handshake took too long")):
                 tls_socket = self.wrap_socket(client_socket, **self.ssl_args)
