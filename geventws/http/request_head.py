@@ -104,7 +104,9 @@ def parse_request_head(data: bytes) -> RequestHead:
     content_length: int | None = None
     chunked = False
     close = keep_alive_asked = False
-    for name, value in event.headers:
+    raw_items = event.headers.raw_items()  # one list; iterating the Headers sequence costs a call per item
+    for raw_name, value in raw_items:
+        name = raw_name.lower()
         if name == b"content-length":
             content_length = int(value)  # h11 checked it: digits only, one value
         elif name == b"transfer-encoding":
@@ -120,7 +122,7 @@ def parse_request_head(data: bytes) -> RequestHead:
         method=event.method.decode("ascii"),
         target=event.target.decode("latin-1"),
         version=f"HTTP/{version}",
-        headers=[(name.decode("latin-1"), value.decode("latin-1")) for name, value in event.headers.raw_items()],
+        headers=[(name.decode("latin-1"), value.decode("latin-1")) for name, value in raw_items],
         content_length=content_length,
         chunked=chunked,
         keep_alive=not close and (version == "1.1" or keep_alive_asked),
