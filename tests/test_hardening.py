@@ -205,6 +205,17 @@ def test_a_large_body_that_keeps_coming_is_not_cut_off(hardened):
         assert sock.read_response()[2] == body
 
 
+def test_pipelined_requests_and_100_continue_still_work(hardened):
+    port = hardened()
+    with connect(port) as sock:
+        sock.sendall(b"GET /index.html HTTP/1.1\r\nHost: x\r\n\r\n" * 2)
+        assert [sock.read_response()[0] for _ in range(2)] == [200, 200]
+        sock.sendall(b"POST /upload HTTP/1.1\r\nHost: x\r\nExpect: 100-continue\r\nContent-Length: 5\r\n\r\n")
+        assert sock.read_response()[0] == 100
+        sock.sendall(b"hello")
+        assert sock.read_response()[2] == b"hello"
+
+
 def test_a_handshake_announcing_a_body_is_refused_and_closed_at_once(hardened):
     port = hardened()
     with connect(port) as sock:
