@@ -492,3 +492,32 @@ def test_running_out_of_file_descriptors_logs_one_line_and_service_resumes():
         out, err = server.communicate(timeout=10)
     assert "Traceback" not in err
     assert out.count("Cannot accept connections") == 1, out
+
+
+def test_the_command_line_sets_the_deadlines(tmp_path):
+    trustme = pytest.importorskip("trustme")
+    (tmp_path / "hello.py").write_text(
+        "def app(environ, start_response):\n"
+        "    start_response('200 OK', [('Content-Length', '2')])\n"
+        "    return [b'ok']\n"
+    )
+    trustme.CA().issue_cert("127.0.0.1").private_key_and_cert_chain_pem.write_to_path(str(tmp_path / "tls.pem"))
+    options = ["--tls-handshake-timeout", "0.5", "--request-timeout", "0.5", "--body-timeout", "0.5"]
+    command = [sys.executable, "-m", "geventws", "serve", "hello:app", "--bind", "127.0.0.1:0"]
+    command += ["--certfile", str(tmp_path / "tls.pem"), *options]
+    server = subprocess.Popen(command, cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    try:
+        port = None
+        for line in server.stderr:
+            if "Listening on https://127.0.0.1:" in line:
+                port = int(line.rsplit(":", 1)[1])
+                break
+        assert port is not None, "the server did not start"
+        with connect(port) as silent:
+            started = time.monotonic()
+            assert silent.closes_within(DEADLINE + 1)
+            assert time.monotonic() - started >= DEADLINE * 0.8
+    finally:
+        server.terminate()
+        _, err = server.communicate(timeout=10)
+    assert "Traceback" not in err
