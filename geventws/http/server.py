@@ -51,6 +51,14 @@ class Server:
     ``stop()`` stops accepting, runs the ``on_stop`` callbacks (the WebSocket
     endpoints close their clients with 1001 there), then waits for the
     remaining requests and kills what is still running after the timeout.
+
+    No connection is held without a deadline: ``tls_handshake_timeout`` for
+    the TLS handshake, ``request_timeout`` for each request head (from the
+    connection, then from the first byte of each later request),
+    ``keepalive_timeout`` between requests, ``body_timeout`` for each 64 KiB
+    of a request body; ``None`` turns one off.  Request heads are parsed
+    strictly (see :mod:`.request_head`) and limited to ``max_header_size``
+    bytes of header fields.
     """
 
     def __init__(
