@@ -83,6 +83,10 @@ class RequestHead:
 
     getheader = get
 
+    def items(self) -> list[tuple[str, str]]:
+        """Every ``(name, value)`` pair, in order (gunicorn's access log reads them)."""
+        return list(self.headers)
+
     @property
     def typeheader(self) -> str | None:
         """The ``Content-Type`` value, as pywsgi reads it."""
