@@ -347,14 +347,12 @@ def test_a_malformed_host_gets_400_not_500(hardened, host, caplog):
     assert not [r for r in caplog.records if r.levelno >= logging.ERROR]
 
 
-def test_ranges_get_416_or_their_part(hardened):
+def test_ranges_get_their_part_or_416(hardened):
     port = hardened()
     with connect(port) as sock:
         sock.sendall(b"GET /index.html HTTP/1.1\r\nHost: x\r\nRange: bytes=0-1,3-4\r\n\r\n")
         status, headers, _ = sock.read_response()
-        assert status in (200, 416)
-        if status == 416:
-            assert headers["content-range"].startswith("bytes */")
+        assert (status, headers["content-range"]) == (416, "bytes */150"), "werkzeug serves single ranges only"
         sock.sendall(b"GET /index.html HTTP/1.1\r\nHost: x\r\nRange: bytes=500-600\r\n\r\n")
         status, headers, _ = sock.read_response()
         assert (status, headers["content-range"]) == (416, "bytes */150")
