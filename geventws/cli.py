@@ -28,7 +28,13 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from .http.server import DEFAULT_KEEPALIVE_TIMEOUT, DEFAULT_MAX_HEADER_SIZE, DEFAULT_REQUEST_TIMEOUT
+from .http.server import (
+    DEFAULT_BODY_TIMEOUT,
+    DEFAULT_KEEPALIVE_TIMEOUT,
+    DEFAULT_MAX_HEADER_SIZE,
+    DEFAULT_REQUEST_TIMEOUT,
+    DEFAULT_TLS_HANDSHAKE_TIMEOUT,
+)
 
 #: What ``--bind`` defaults to.
 DEFAULT_BIND = "127.0.0.1:8000"
@@ -153,6 +159,20 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="BYTES",
         help=f"of a request head; larger ones get 431 (default {DEFAULT_MAX_HEADER_SIZE})",
     )
+    serve.add_argument(
+        "--body-timeout",
+        type=float,
+        default=DEFAULT_BODY_TIMEOUT,
+        metavar="SECONDS",
+        help=f"for each 64 KiB of a request body (default {DEFAULT_BODY_TIMEOUT:g})",
+    )
+    serve.add_argument(
+        "--tls-handshake-timeout",
+        type=float,
+        default=DEFAULT_TLS_HANDSHAKE_TIMEOUT,
+        metavar="SECONDS",
+        help=f"for a TLS handshake (default {DEFAULT_TLS_HANDSHAKE_TIMEOUT:g})",
+    )
     serve.add_argument("--reload", action="store_true", help="restart when a source file changes (development only)")
     return parser
 
@@ -237,6 +257,8 @@ def _build_server(options: argparse.Namespace, binds: list[Bind], ssl_context: A
         request_timeout=options.request_timeout,
         keepalive_timeout=options.keepalive_timeout,
         max_header_size=options.max_header_size,
+        body_timeout=options.body_timeout,
+        tls_handshake_timeout=options.tls_handshake_timeout,
     )
     for bind in binds:
         server.expose(bind.address, ssl_context=None if bind.path is not None else ssl_context)

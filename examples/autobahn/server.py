@@ -32,7 +32,12 @@ def echo(client: WebsocketClient, request: object, response: object) -> None:
 port = int(sys.argv[1]) if len(sys.argv) > 1 else 9001
 server = Server(logger)
 server.expose(("127.0.0.1", port))
-client_factory = Rfc6455ClientFactory(message_size_limit=64 * 1024 * 1024, heartbeat=None, rate_limit=None)
+client_factory = Rfc6455ClientFactory(
+    message_size_limit=64 * 1024 * 1024,
+    compressed_message_size_limit=64 * 1024 * 1024,
+    heartbeat=None,
+    rate_limit=None,
+)
 websocket = Websocket(
     server, logger, None, echo, compression_factory=Rfc7692CompressionFactory(), client_factory=client_factory
 )

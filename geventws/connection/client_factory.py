@@ -27,6 +27,13 @@ class _Default(enum.Enum):
 #: Stands for "the documented default" where ``None`` means "off".
 DEFAULT: Literal[_Default.TOKEN] = _Default.TOKEN
 
+#: 1 MiB, websockets' ``max_size``: the message limit of a connection that
+#: negotiated compression.  A message's size on the wire says nothing about its
+#: size in memory there (deflate reaches about 1000:1, so 10 KiB can inflate
+#: to 10 MiB); at 1 MiB a few KiB on the wire pin at most one mebibyte of
+#: message per connection.
+DEFAULT_COMPRESSED_MESSAGE_SIZE_LIMIT = 1024 * 1024
+
 
 class WebsocketClientFactory(TypingProtocol):
     """Builds the client of an accepted connection (the endpoint calls it once the 101 is written)."""
@@ -62,6 +69,12 @@ class Rfc6455ClientFactory:
     ``frame_size_limit`` defaults to ``message_size_limit``: most client
     libraries send a whole message as one frame, so a smaller frame limit would
     refuse messages the message limit allows.
+
+    ``compressed_message_size_limit`` (1 MiB) replaces ``message_size_limit``
+    when it is lower on connections that negotiated permessage-deflate, where
+    the inflated size is what counts and a few KiB on the wire can claim
+    megabytes: raise it with the message limit if compressed messages may be
+    larger.
     """
 
     def __init__(
@@ -71,6 +84,7 @@ class Rfc6455ClientFactory:
         rate_limit: RateLimit | None | Literal[_Default.TOKEN] = DEFAULT,
         message_size_limit: int = DEFAULT_MESSAGE_SIZE_LIMIT,
         frame_size_limit: int | None = None,
+        compressed_message_size_limit: int = DEFAULT_COMPRESSED_MESSAGE_SIZE_LIMIT,
         text_only: bool = False,
         frame_split_threshold: int = DEFAULT_FRAME_SPLIT_THRESHOLD,
         close_period: float = DEFAULT_CLOSE_PERIOD,
@@ -78,12 +92,17 @@ class Rfc6455ClientFactory:
         engine: Literal["fast", "wsproto"] = "fast",
         write_timeout: float | None = DEFAULT_WRITE_TIMEOUT,
     ) -> None:
-        if message_size_limit <= 0 or (frame_size_limit is not None and frame_size_limit <= 0):
+        if (
+            message_size_limit <= 0
+            or compressed_message_size_limit <= 0
+            or (frame_size_limit is not None and frame_size_limit <= 0)
+        ):
             raise ValueError("Size limits must be positive")
         self.heartbeat: Heartbeat | None = PeriodicHeartbeat() if heartbeat is DEFAULT else heartbeat
         self.rate_limit: RateLimit | None = ConstantRateLimit() if rate_limit is DEFAULT else rate_limit
         self.message_size_limit = message_size_limit
         self.frame_size_limit = frame_size_limit if frame_size_limit is not None else message_size_limit
+        self.compressed_message_size_limit = compressed_message_size_limit
         self.text_only = text_only
         self.frame_split_threshold = frame_split_threshold
         self.close_period = close_period
@@ -102,7 +121,10 @@ class Rfc6455ClientFactory:
         compression: NegotiatedDeflate | None,
     ) -> WebsocketClient:
         """A client for ``sock`` with this factory's limits and the negotiated ``compression``."""
-        limits = MessageLimits(self.message_size_limit, self.frame_size_limit, self.text_only)
+        message_size_limit = self.message_size_limit
+        if compression is not None:
+            message_size_limit = min(message_size_limit, self.compressed_message_size_limit)
+        limits = MessageLimits(message_size_limit, self.frame_size_limit, self.text_only)
         engine: ProtocolEngine
         if self.engine == "wsproto":
             extensions = [compression.wsproto_extension()] if compression is not None else []

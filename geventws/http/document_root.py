@@ -7,18 +7,26 @@ import warnings
 from collections.abc import Iterable
 from typing import Any, Callable
 
-from werkzeug.exceptions import NotFound
+from werkzeug.exceptions import HTTPException, NotFound
+from werkzeug.security import safe_join
 from werkzeug.utils import send_from_directory
 from werkzeug.wrappers import Request
 
-from .error_handler import DefaultErrorHandler, ErrorHandler
+from .error_handler import DefaultErrorHandler, ErrorHandler, respond_to_http_exception
 
 
 class DocumentRoot:
     """A WSGI app serving the files under ``root`` (``index.html`` for directories).
 
     werkzeug refuses paths that escape ``root`` and answers conditional and
-    range requests; anything else than GET or HEAD gets 405.
+    range requests (a range it cannot serve gets 416 with ``Content-Range``);
+    anything else than GET or HEAD gets 405.
+
+    Symbolic links inside ``root`` are followed wherever they point, as
+    nginx does by default: a link is something the owner of the directory
+    put there.  ``follow_symlinks=False`` serves a file only if its real path
+    is inside the real path of ``root`` (links within the root still work);
+    anything else gets 404.
     """
 
     def __init__(
@@ -27,6 +35,7 @@ class DocumentRoot:
         *deprecated: Any,
         error_handler: ErrorHandler | None = None,
         index: str = "index.html",
+        follow_symlinks: bool = True,
     ) -> None:
         if deprecated:
             # The seed's DocumentRoot(server, error_handler, root[, index]): the server was never used.
@@ -41,6 +50,8 @@ class DocumentRoot:
         if not os.path.isdir(self.root):
             raise ValueError(f"Document root {self.root!r} is not a directory")
         self.index = index
+        self.follow_symlinks = follow_symlinks
+        self._real_root = os.path.realpath(self.root)
         self._error_handler = error_handler or DefaultErrorHandler()
 
     def __call__(self, environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterable[bytes]:
@@ -54,7 +65,19 @@ class DocumentRoot:
         if path == "" or path.endswith("/"):
             path += self.index
         try:
+            if not self.follow_symlinks and not self._stays_inside(path):
+                raise NotFound()
             response = send_from_directory(self.root, path, environ)
         except NotFound:
             response = self._error_handler.handle_error(404, None, request)
+        except HTTPException as error:  # a bad Range header (416), a malformed Host (400), ...
+            response = respond_to_http_exception(self._error_handler, error, request)
         return response(environ, start_response)
+
+    def _stays_inside(self, path: str) -> bool:
+        """Whether ``path`` resolves, links and all, to somewhere under the root's real path."""
+        joined = safe_join(self.root, path)
+        if joined is None:
+            return False
+        real = os.path.realpath(joined)
+        return real == self._real_root or real.startswith(self._real_root + os.sep)

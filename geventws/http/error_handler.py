@@ -5,6 +5,7 @@ from __future__ import annotations
 import html
 from typing import Protocol
 
+from werkzeug.exceptions import HTTPException
 from werkzeug.http import HTTP_STATUS_CODES
 from werkzeug.wrappers import Request, Response
 
@@ -29,3 +30,18 @@ class DefaultErrorHandler:
             f"<body><h1>{status} {phrase}</h1><p>{detail}</p></body></html>\n"
         )
         return Response(body, status=status, mimetype="text/html")
+
+
+def respond_to_http_exception(error_handler: ErrorHandler, error: HTTPException, request: Request) -> Response:
+    """The error handler's page for a werkzeug ``HTTPException``, with the headers the exception carries.
+
+    werkzeug raises these for client mistakes (``BadHost`` for a malformed
+    ``Host``, ``RequestedRangeNotSatisfiable`` with its ``Content-Range``, ...):
+    each one becomes its own status, never a 500.
+    """
+    status = error.code or 500
+    response = error_handler.handle_error(status, None, request)
+    for name, value in error.get_headers(request.environ):
+        if name.lower() != "content-type":
+            response.headers[name] = value
+    return response

@@ -11,15 +11,23 @@ on that connection, ends keep-alive and closes it when the endpoint returns.
 from __future__ import annotations
 
 import io
+import logging
 import socket
 import ssl
 import time
+from collections.abc import Iterator
 from typing import Any, BinaryIO
 
 import gevent
-from gevent.pywsgi import WSGIHandler
+from gevent.pywsgi import MAX_REQUEST_LINE, WSGIHandler, _InvalidClientInput
+from greenlet import GreenletExit
+
+from .request_body import DEFAULT_BODY_TIMEOUT, BodyInput
+from .request_head import MAX_HEADER_FIELDS, BadRequestHead, error_response, parse_request_head, quote
 
 TRANSPORT_KEY = "geventws.transport"
+#: 16 KiB of request header fields, like common reverse proxies.
+DEFAULT_MAX_HEADER_SIZE = 16 * 1024
 
 
 class Transport:
@@ -63,76 +71,130 @@ _CLOSED_READER: BinaryIO = io.BytesIO()
 _CLOSED_READER.close()
 
 
-class HeaderTooLargeError(ValueError):
-    """The request head is larger than the server accepts."""
-
-
-class _HeadReader:
-    """Counts what the header parser reads, refusing past ``limit`` bytes."""
-
-    def __init__(self, reader: BinaryIO, limit: int) -> None:
-        self._reader = reader
-        self._left = limit
-
-    def readline(self, size: int = -1) -> bytes:
-        line = self._reader.readline(min(size, self._left + 1) if size >= 0 else self._left + 1)
-        self._left -= len(line)
-        if self._left < 0:
-            raise HeaderTooLargeError("Request header fields too large")
-        return line
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self._reader, name)
-
-
-_HEADER_TOO_LARGE = b"HTTP/1.1 431 Request Header Fields Too Large\r\nConnection: close\r\nContent-Length: 0\r\n\r\n"
+_HEAD_TIMEOUT_RESPONSE = error_response(408, "The request head did not arrive in time")
+#: Request lines longer than this are cut in log lines.
+_LOGGED_LINE_LIMIT = 200
+_logger = logging.getLogger("geventws.http")
 
 
 class WebsocketWSGIHandler(WSGIHandler):  # type: ignore[misc]
-    """gevent's pywsgi request handler with a :class:`Transport` in every environ, and HTTP-side limits.
+    """gevent's pywsgi request handler with a :class:`Transport` in every environ, strict parsing and deadlines.
 
-    pywsgi waits for a request head as long as the peer likes; here the whole
-    head must arrive within ``server.request_timeout`` seconds (so a client
-    trickling one byte a second cannot hold a greenlet), an idle keep-alive
-    connection is dropped after ``server.keepalive_timeout`` seconds, and the
-    head may not exceed ``server.max_header_size`` bytes (431).
+    - Deadlines: a new connection has ``server.request_timeout`` seconds for
+      its first request head; between keep-alive requests the connection may
+      idle ``server.keepalive_timeout`` seconds, and once the next request's
+      first byte arrives its head has ``request_timeout`` seconds again (a
+      client trickling a byte a second cannot hold a greenlet).  The body must
+      keep arriving (``server.body_timeout``, see :mod:`.request_body`).
+    - Strict heads: parsed by h11 (see :mod:`.request_head`), at most
+      ``server.max_header_size`` bytes of header fields and 100 fields (431);
+      any malformed or ambiguous head gets its 4xx and the connection closes.
+    - Client mistakes are logged as one line at INFO on the server's logger,
+      application errors with their traceback at ERROR; nothing is printed.
     """
 
     _head_deadline: gevent.Timeout | None = None
     _upgrade_logged = False
+    #: Requests read on this connection so far.
+    _served = 0
+    rfile: Any
+    headers: Any
 
     def read_requestline(self) -> str:
-        """Read the request line: idle keep-alive time first, then the head's deadline."""
-        idle = getattr(self.server, "keepalive_timeout", None)
-        self._arm(idle, "Idle connection")
-        line: str = super().read_requestline()
-        self._arm(getattr(self.server, "request_timeout", None), "Request head took too long")
-        return line
+        """Read the request line: idle keep-alive time first (between requests), then the head's deadline."""
+        server = self.server
+        request_timeout = getattr(server, "request_timeout", None)
+        if self._served:
+            # Keep-alive: the connection may idle; the deadline of a request starts with its first byte.
+            self._arm(getattr(server, "keepalive_timeout", None), "Idle connection")
+            self.rfile.peek(1)
+        self._arm(request_timeout, "Request head took too long")
+        line: bytes = self.rfile.readline(MAX_REQUEST_LINE)
+        return line.decode("latin-1")
 
-    def read_request(self, raw_requestline: str) -> Any:
-        """Parse the head, refusing one over the server's ``max_header_size`` with 431."""
-        limit = getattr(self.server, "max_header_size", None)
-        if limit is None:
-            return super().read_request(raw_requestline)
-        rfile: Any = self.rfile
-        self.rfile = _HeadReader(rfile, limit)
-        try:
-            return super().read_request(raw_requestline)
-        finally:
-            self.rfile = rfile
+    def read_request(self, raw_requestline: str) -> bool:
+        """Parse the head strictly (see :mod:`.request_head`); raises :class:`BadRequestHead` with its status."""
+        head = parse_request_head(self._read_head(raw_requestline))
+        self.requestline = raw_requestline.rstrip()
+        self.command, self.path, self.request_version = head.method, head.target, head.version
+        self.headers = head
+        self.content_length = head.content_length
+        self.close_connection = not head.keep_alive
+        return True
 
-    def _handle_client_error(self, ex: BaseException) -> Any:
-        if isinstance(ex, HeaderTooLargeError):
-            return ("431", _HEADER_TOO_LARGE)
-        return super()._handle_client_error(ex)
+    def _read_head(self, raw_requestline: str) -> bytes:
+        """The request line and the header fields up to the empty line, within the size limits."""
+        limit: int = getattr(self.server, "max_header_size", None) or DEFAULT_MAX_HEADER_SIZE
+        lines = [raw_requestline.encode("latin-1")]
+        size = 0
+        while True:
+            line: bytes = self.rfile.readline(limit - size + 1)
+            size += len(line)
+            if size > limit:
+                raise BadRequestHead(431, f"Request header fields larger than {limit} bytes")
+            if not line.endswith(b"\n"):
+                raise ConnectionResetError("The peer closed the connection inside the request head")
+            lines.append(line)
+            if line in (b"\r\n", b"\n"):
+                return b"".join(lines)
+            if len(lines) > MAX_HEADER_FIELDS + 1:
+                raise BadRequestHead(431, f"More than {MAX_HEADER_FIELDS} header fields")
 
-    rfile: Any
+    def _handle_client_error(self, ex: BaseException) -> tuple[str, bytes] | None:
+        if isinstance(ex, BadRequestHead):
+            self._log_client_error(ex.reason)
+            return (str(ex.status), ex.response())
+        if isinstance(ex, _InvalidClientInput):  # a malformed or stalled body (pywsgi then closes)
+            self._log_client_error(str(ex) or type(ex).__name__)
+            return None
+        if isinstance(ex, TimeoutError):
+            self._log_client_error(str(ex))
+            return ("408", _HEAD_TIMEOUT_RESPONSE)
+        if isinstance(ex, OSError):
+            return None  # the peer left
+        self._logger().error("Cannot parse the request head from %s", self._peer(), exc_info=ex)
+        return ("400", error_response(400, "Bad request"))
+
+    def _log_client_error(self, reason: str) -> None:
+        self._logger().info("Bad request from %s: %s", self._peer(), reason)
+
+    def _log_error(self, t: type[BaseException], v: BaseException, tb: Any) -> None:
+        # pywsgi hands application errors to the hub, which prints them: log them instead.
+        if not issubclass(t, GreenletExit):
+            self._logger().error("Error handling %s from %s", quote(self.requestline or ""), self._peer(), exc_info=v)
+
+    def _logger(self) -> logging.Logger:
+        logger: logging.Logger = getattr(self.server, "geventws_logger", None) or _logger
+        return logger
+
     client_address: Any
+
+    def _peer(self) -> str:
+        address = self.client_address
+        return str(address[0]) if isinstance(address, tuple) and address else str(address or "-")
+
+    def _headers(self) -> Iterator[tuple[str, str]]:
+        for name, value in self.headers.headers:
+            if "_" in name:
+                continue  # like pywsgi: X_Forwarded_For must not pass for X-Forwarded-For
+            key = name.upper().replace("-", "_")
+            if key not in ("CONTENT_TYPE", "CONTENT_LENGTH"):
+                yield "HTTP_" + key, value
 
     def get_environ(self) -> dict[str, Any]:
         """The environ, with the :class:`Transport` that lets the endpoint take the socket over."""
         self._arm(None, "")  # the head is complete: the application has all the time it needs
+        self._served += 1
         environ: dict[str, Any] = super().get_environ()
+        continue_socket = self.socket if environ.get("HTTP_EXPECT", "").lower() == "100-continue" else None
+        timeout = getattr(self.server, "body_timeout", DEFAULT_BODY_TIMEOUT)
+        self.wsgi_input = BodyInput(
+            self.rfile, self.content_length, continue_socket, self.headers.chunked, timeout, self
+        )
+        # A body is read through the bounded input even on an upgrade request: the socket
+        # itself is handed over through the Transport.
+        environ["wsgi.input"] = self.wsgi_input
+        environ["wsgi.input_terminated"] = True
         environ[TRANSPORT_KEY] = Transport(self.socket, self.rfile, self._taken_over)
         return environ
 
@@ -171,7 +233,16 @@ class WebsocketWSGIHandler(WSGIHandler):  # type: ignore[misc]
             super().log_request()
 
     def format_request(self) -> str:
-        """The access line, naming the client address the application saw."""
+        """The access line, naming the client address the application saw, with the request line cut to 200 chars."""
+        line = self.requestline
+        if line and len(line) > _LOGGED_LINE_LIMIT:
+            self.requestline = f"{line[:_LOGGED_LINE_LIMIT]}..."
+        try:
+            return self._format_request_as_seen()
+        finally:
+            self.requestline = line
+
+    def _format_request_as_seen(self) -> str:
         # The access line names the client the application saw: behind a proxy
         # and werkzeug's ProxyFix, the forwarded address rather than the proxy's.
         environ = getattr(self, "environ", None) or {}

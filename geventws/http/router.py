@@ -7,11 +7,11 @@ import warnings
 from collections.abc import Iterable
 from typing import Any, Callable
 
-from werkzeug.exceptions import MethodNotAllowed, NotFound
+from werkzeug.exceptions import HTTPException, MethodNotAllowed, NotFound
 from werkzeug.routing import Map, Rule
 from werkzeug.wrappers import Request
 
-from .error_handler import DefaultErrorHandler, ErrorHandler
+from .error_handler import DefaultErrorHandler, ErrorHandler, respond_to_http_exception
 
 WSGIApp = Callable[[dict[str, Any], Callable[..., Any]], Iterable[bytes]]
 
@@ -22,6 +22,9 @@ class Router:
     Paths use werkzeug's rule syntax (``/rooms/<int:room>``); the matched
     arguments are put in the environ as ``wsgiorg.routing_args``.  Without a
     fallback, unknown paths get 404 and known paths with another method 405.
+    A werkzeug ``HTTPException`` raised while routing or by a target (a
+    malformed ``Host`` is ``BadHost``) becomes its own status through the
+    error handler.
     """
 
     def __init__(
@@ -53,6 +56,13 @@ class Router:
 
     def __call__(self, environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterable[bytes]:
         """Dispatch to the matching route, the fallback, or a 404/405 page."""
+        try:
+            return self._dispatch(environ, start_response)
+        except HTTPException as error:
+            response = respond_to_http_exception(self._error_handler, error, Request(environ))
+            return response(environ, start_response)
+
+    def _dispatch(self, environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterable[bytes]:
         adapter = self._map.bind_to_environ(environ)
         # Routes are plain rules whatever the request: the endpoint itself
         # judges the upgrade (werkzeug would refuse upgrades on non-websocket rules).

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import logging
 import os
 import socket
@@ -18,7 +19,9 @@ from gevent.pool import Pool
 from gevent.pywsgi import LoggingLogAdapter, WSGIServer
 
 from .patching import warn_if_unpatched
+from .pywsgi_handler import DEFAULT_MAX_HEADER_SIZE as DEFAULT_MAX_HEADER_SIZE
 from .pywsgi_handler import WebsocketWSGIHandler
+from .request_body import DEFAULT_BODY_TIMEOUT as DEFAULT_BODY_TIMEOUT
 
 #: A ``(host, port)`` tuple, or a filesystem path (optionally prefixed ``unix:``) for a unix socket.
 Address = Union[tuple[str, int], str]
@@ -30,8 +33,9 @@ DEFAULT_STOP_TIMEOUT = 3.0
 DEFAULT_REQUEST_TIMEOUT = 10.0
 #: An idle keep-alive HTTP connection is dropped after a minute.
 DEFAULT_KEEPALIVE_TIMEOUT = 60.0
-#: 16 KiB of request head (headers included), like common reverse proxies.
-DEFAULT_MAX_HEADER_SIZE = 16 * 1024
+#: 10 s for a TLS handshake, as websockets: a peer that connects and never
+#: says hello is dropped.
+DEFAULT_TLS_HANDSHAKE_TIMEOUT = 10.0
 
 
 @dataclass
@@ -47,6 +51,14 @@ class Server:
     ``stop()`` stops accepting, runs the ``on_stop`` callbacks (the WebSocket
     endpoints close their clients with 1001 there), then waits for the
     remaining requests and kills what is still running after the timeout.
+
+    No connection is held without a deadline: ``tls_handshake_timeout`` for
+    the TLS handshake, ``request_timeout`` for each request head (from the
+    connection, then from the first byte of each later request),
+    ``keepalive_timeout`` between requests, ``body_timeout`` for each 64 KiB
+    of a request body; ``None`` turns one off.  Request heads are parsed
+    strictly (see :mod:`.request_head`) and limited to ``max_header_size``
+    bytes of header fields.
     """
 
     def __init__(
@@ -57,10 +69,14 @@ class Server:
         request_timeout: float = DEFAULT_REQUEST_TIMEOUT,
         keepalive_timeout: float | None = DEFAULT_KEEPALIVE_TIMEOUT,
         max_header_size: int = DEFAULT_MAX_HEADER_SIZE,
+        body_timeout: float | None = DEFAULT_BODY_TIMEOUT,
+        tls_handshake_timeout: float | None = DEFAULT_TLS_HANDSHAKE_TIMEOUT,
     ) -> None:
         self.request_timeout = request_timeout
         self.keepalive_timeout = keepalive_timeout
         self.max_header_size = max_header_size
+        self.body_timeout = body_timeout
+        self.tls_handshake_timeout = tls_handshake_timeout
         self.logger = logger or logging.getLogger("geventws.server")
         self._access_log = LoggingLogAdapter(self.logger.getChild("access"), logging.INFO)
         self._error_log = LoggingLogAdapter(self.logger, logging.ERROR)
@@ -131,7 +147,7 @@ class Server:
         extra: dict[str, Any] = {}
         if exposure.ssl_context is not None:
             extra["ssl_context"] = exposure.ssl_context
-        server = WSGIServer(
+        server = _WSGIServer(
             listener,
             app,
             spawn=self._pool,
@@ -144,7 +160,85 @@ class Server:
         server.request_timeout = self.request_timeout
         server.keepalive_timeout = self.keepalive_timeout
         server.max_header_size = self.max_header_size
+        server.body_timeout = self.body_timeout
+        server.tls_handshake_timeout = self.tls_handshake_timeout
+        server.geventws_logger = self.logger
         return server
+
+
+#: Accept errors that mean "out of resources for now": accepting pauses, then retries.
+_ACCEPT_EXHAUSTED = frozenset({errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM})
+#: At most one log line per this many seconds while accepting is exhausted.
+_ACCEPT_LOG_INTERVAL = 10.0
+_ACCEPT_MAX_PAUSE = 1.0
+
+
+class _WSGIServer(WSGIServer):  # type: ignore[misc]
+    """pywsgi's server with a deadline on the TLS handshake, and quiet failures.
+
+    gevent runs the handshake in the connection's greenlet with no deadline,
+    and a failed one (a port scan, a peer that never says hello and leaves)
+    ends in a traceback printed on stderr.  Here it gets
+    ``tls_handshake_timeout`` seconds and a failure is one DEBUG line.
+
+    Out of file descriptors (EMFILE and its kin), gevent prints a traceback for
+    every failed accept; here accepting pauses (50 ms, doubling up to 1 s, as
+    long as it keeps failing) and an ERROR line is logged at most every 10 s.
+    """
+
+    request_timeout: float | None = None
+    keepalive_timeout: float | None = None
+    max_header_size: int | None = None
+    body_timeout: float | None = DEFAULT_BODY_TIMEOUT
+    tls_handshake_timeout: float | None = DEFAULT_TLS_HANDSHAKE_TIMEOUT
+    geventws_logger: logging.Logger = logging.getLogger("geventws.server")
+    _accept_pause = 0.0
+    _accept_logged_at = -_ACCEPT_LOG_INTERVAL
+    _resume_timer: Any = None
+
+    def do_read(self) -> Any:
+        """Accept one connection; out of descriptors, pause accepting instead of failing loudly."""
+        try:
+            accepted = super().do_read()
+        except OSError as error:
+            if error.errno not in _ACCEPT_EXHAUSTED:
+                raise
+            self._pause_accepting(error)
+            return None
+        self._accept_pause = 0.0
+        return accepted
+
+    def _pause_accepting(self, error: OSError) -> None:
+        now = time.monotonic()
+        if now - self._accept_logged_at >= _ACCEPT_LOG_INTERVAL:
+            self._accept_logged_at = now
+            self.geventws_logger.error("Cannot accept connections, pausing: %s", error)
+        self._accept_pause = min(_ACCEPT_MAX_PAUSE, max(0.05, self._accept_pause * 2))
+        self.stop_accepting()
+        if self._resume_timer is not None:
+            self._resume_timer.close()
+        self._resume_timer = self.loop.timer(self._accept_pause)
+        self._resume_timer.start(self._resume_accepting)
+
+    def _resume_accepting(self) -> None:
+        if self.started:
+            self.start_accepting()
+
+    def wrap_socket_and_handle(self, client_socket: socket.socket, address: Any) -> Any:
+        """Complete the TLS handshake within the deadline, then serve the connection."""
+        try:
+            with gevent.Timeout(self.tls_handshake_timeout, TimeoutError("TLS handshake took too long")):
+                tls_socket = self.wrap_socket(client_socket, **self.ssl_args)
+        except OSError as error:  # ssl.SSLError and TimeoutError are OSErrors
+            self.geventws_logger.debug("TLS handshake with %s failed: %s", _peer(address), error)
+            client_socket.close()
+            return None
+        with tls_socket:
+            return self.handle(tls_socket, address)
+
+
+def _peer(address: Any) -> str:
+    return str(address[0]) if isinstance(address, tuple) and address else str(address or "-")
 
 
 def _listen(address: Address, backlog: int) -> socket.socket:
