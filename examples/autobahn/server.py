@@ -3,6 +3,10 @@
 python examples/autobahn/server.py [port]      (default 9001)
 """
 
+from gevent import monkey
+
+monkey.patch_all()  # first: every blocking call in a handler must yield to the other greenlets
+
 import logging
 import signal
 import sys

@@ -3,6 +3,10 @@
 Run it with ``make run`` and open http://127.0.0.1:1337 in a few browser tabs.
 """
 
+from gevent import monkey
+
+monkey.patch_all()  # first: every blocking call in a handler must yield to the other greenlets
+
 import logging
 import signal
 import sys
