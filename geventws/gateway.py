@@ -89,6 +89,16 @@ class SendResult:
             self._done.set()
 
 
+class GatewayObserver(Protocol):
+    """Told what a gateway did, for metrics (:mod:`geventws.metrics`); calls must be cheap and must not raise."""
+
+    def delivered(self) -> None:
+        """One message was written whole to one client."""
+
+    def slow_consumer(self, closed: bool, dropped: int) -> None:
+        """A client could not keep up: it was ``closed``, or lost its ``dropped`` oldest pending messages."""
+
+
 class WebsocketGateway(Protocol):
     """What every gateway offers: the local one and :mod:`geventws.redis`'s.
 
@@ -154,6 +164,7 @@ class WebsocketClientGateway:
         slow_consumer_close_code: int = CloseCode.TRY_AGAIN_LATER,
         frame_split_threshold: int = DEFAULT_FRAME_SPLIT_THRESHOLD,
         pool: Pool | None = None,
+        observer: GatewayObserver | None = None,
     ) -> None:
         self.max_pending_bytes = max_pending_bytes
         self.max_pending_messages = max_pending_messages
@@ -162,6 +173,13 @@ class WebsocketClientGateway:
         self._split = frame_split_threshold
         self._pool = pool if pool is not None else Pool()
         self._outboxes: dict[int, _Outbox] = {}
+        #: Told of deliveries and slow consumers; ``None`` (the default) costs one check per delivery.
+        self.observer = observer
+
+    @property
+    def pending_bytes(self) -> int:
+        """Bytes queued for clients whose sockets are full, across all clients."""
+        return sum(outbox.size for outbox in self._outboxes.values())
 
     def add_client(self, client: WebsocketClient) -> None:
         """Add ``client`` (again: no effect); it leaves by itself when it closes, whichever side closed."""
@@ -249,6 +267,8 @@ class WebsocketClientGateway:
             return -1
         if written == len(message.wire):
             result._succeed(client.id)
+            if self.observer is not None:
+                self.observer.delivered()
             return -1
         return max(written, 0)
 
@@ -268,6 +288,8 @@ class WebsocketClientGateway:
                 old_result._fail(client_id, SlowConsumerError("Dropped: the client is too slow"))
                 dropped += 1
             logger.warning("%r is too slow: dropped %d pending messages", outbox.client, dropped)
+            if self.observer is not None and dropped:
+                self.observer.slow_consumer(False, dropped)
             if self._fits(outbox, size) or not outbox.items:
                 return True
         logger.warning(
@@ -277,6 +299,8 @@ class WebsocketClientGateway:
             len(outbox.items),
             self.slow_consumer_close_code,
         )
+        if self.observer is not None:
+            self.observer.slow_consumer(True, 0)
         self._discard(outbox, SlowConsumerError("The client was closed for being too slow"))
         result._fail(client_id, SlowConsumerError("The client was closed for being too slow"))
         self._pool.spawn(outbox.client.close, self.slow_consumer_close_code, "Client too slow")
@@ -306,6 +330,8 @@ class WebsocketClientGateway:
                     result._fail(client.id, error)
                 else:
                     result._succeed(client.id)
+                    if self.observer is not None:
+                        self.observer.delivered()
         finally:
             outbox.draining = False
 
