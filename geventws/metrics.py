@@ -11,7 +11,7 @@ like any other::
 
 Nothing is recorded on the hot path: the counts come from what the library
 keeps anyway.  Messages and bytes are each client's own counters
-(:attr:`WebsocketClient.stats <geventws.WebsocketClient.stats>`), added to the
+(``client.stats``), added to the
 totals when it closes and read from the open clients at scrape time;
 handshakes are counted by wrapping the endpoint's ``start_response`` (refusals)
 and :meth:`Websocket.on_client <geventws.Websocket.on_client>` (101s); closes
@@ -22,20 +22,20 @@ endpoint or gateway pays nothing but one ``None`` check per gateway delivery.
 
 Exported, with the default ``namespace`` ``geventws``:
 
-==============================================  =======  ========================================================
+===============================================  =======  ========================================================
 ``geventws_connections_open``                    gauge    open WebSocket connections
-``geventws_handshakes_total{status}``            counter  handshake answers by HTTP status (101 accepted)
+``geventws_handshakes_total{status}``            counter  handshake answers by HTTP status (101: accepted)
 ``geventws_messages_received_total``             counter  messages received from clients
 ``geventws_messages_sent_total``                 counter  messages sent to clients
-``geventws_bytes_received_total``                counter  bytes read from clients' sockets (frames, after the 101)
-``geventws_bytes_sent_total``                    counter  bytes written to clients' sockets (frames, after the 101)
+``geventws_bytes_received_total``                counter  bytes read from clients' sockets after the 101
+``geventws_bytes_sent_total``                    counter  bytes written to clients' sockets after the 101
 ``geventws_closes_total{code,side}``             counter  closed connections by close code and the side that began
 ``geventws_handler_exceptions_total``            counter  handlers that raised (their client was closed with 1011)
 ``geventws_gateway_deliveries_total``            counter  gateway messages written whole to one client
 ``geventws_gateway_slow_consumer_closes_total``  counter  clients a gateway closed for being too slow
 ``geventws_gateway_slow_consumer_drops_total``   counter  pending messages a gateway dropped for slow clients
 ``geventws_gateway_pending_bytes``               gauge    bytes queued in gateways for clients with full sockets
-==============================================  =======  ========================================================
+===============================================  =======  ========================================================
 
 ``side`` is ``server`` when this server began the close (its handler returned,
 a limit was broken, the server stopped) and ``client`` when the peer did or
