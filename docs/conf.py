@@ -60,7 +60,10 @@ nitpick_ignore_regex = [
     (r"py:.*", r"(Request|Response|Pool|Logger|SSLContext|CollectorRegistry|Metric|Collector|Exception)"),
     # Internal types that appear in public signatures: the engine interface, the
     # negotiated compression parameters, and the handler type alias.
-    (r"py:class", r"(geventws\.protocol\.wsproto_engine\.)?ProtocolEngine"),
-    (r"py:class", r"(geventws\.protocol\.deflate\.)?NegotiatedDeflate"),
+    (r"py:class", r"(geventws\.protocol\.\w+\.)?(ProtocolEngine|NegotiatedDeflate)"),
     (r"py:class", r"ClientHandler"),
+    # Internals that public docstrings point to: the sans-I/O protocol modules
+    # and the client id source.  They are not part of the API reference.
+    (r"py:mod", r"geventws\.protocol(\.\w+)?"),
+    (r"py:data", r"client_ids"),
 ]
