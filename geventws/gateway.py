@@ -89,16 +89,6 @@ class SendResult:
             self._done.set()
 
 
-class GatewayObserver(Protocol):
-    """Told what a gateway did, for metrics (:mod:`geventws.metrics`); calls must be cheap and must not raise."""
-
-    def delivered(self) -> None:
-        """One message was written whole to one client."""
-
-    def slow_consumer(self, closed: bool, dropped: int) -> None:
-        """A client could not keep up: it was ``closed``, or lost its ``dropped`` oldest pending messages."""
-
-
 class WebsocketGateway(Protocol):
     """What every gateway offers: the local one and :mod:`geventws.redis`'s.
 
@@ -164,7 +154,6 @@ class WebsocketClientGateway:
         slow_consumer_close_code: int = CloseCode.TRY_AGAIN_LATER,
         frame_split_threshold: int = DEFAULT_FRAME_SPLIT_THRESHOLD,
         pool: Pool | None = None,
-        observer: GatewayObserver | None = None,
     ) -> None:
         self.max_pending_bytes = max_pending_bytes
         self.max_pending_messages = max_pending_messages
@@ -173,8 +162,12 @@ class WebsocketClientGateway:
         self._split = frame_split_threshold
         self._pool = pool if pool is not None else Pool()
         self._outboxes: dict[int, _Outbox] = {}
-        #: Told of deliveries and slow consumers; ``None`` (the default) costs one check per delivery.
-        self.observer = observer
+        #: Messages written whole to one client, since the gateway was made (read by :mod:`geventws.metrics`).
+        self.deliveries = 0
+        #: Clients closed for being too slow.
+        self.slow_consumer_closes = 0
+        #: Pending messages dropped for slow clients (:attr:`SlowConsumerPolicy.DROP_OLDEST`).
+        self.slow_consumer_drops = 0
 
     @property
     def pending_bytes(self) -> int:
@@ -267,8 +260,7 @@ class WebsocketClientGateway:
             return -1
         if written == len(message.wire):
             result._succeed(client.id)
-            if self.observer is not None:
-                self.observer.delivered()
+            self.deliveries += 1
             return -1
         return max(written, 0)
 
@@ -288,8 +280,7 @@ class WebsocketClientGateway:
                 old_result._fail(client_id, SlowConsumerError("Dropped: the client is too slow"))
                 dropped += 1
             logger.warning("%r is too slow: dropped %d pending messages", outbox.client, dropped)
-            if self.observer is not None and dropped:
-                self.observer.slow_consumer(False, dropped)
+            self.slow_consumer_drops += dropped
             if self._fits(outbox, size) or not outbox.items:
                 return True
         logger.warning(
@@ -299,8 +290,7 @@ class WebsocketClientGateway:
             len(outbox.items),
             self.slow_consumer_close_code,
         )
-        if self.observer is not None:
-            self.observer.slow_consumer(True, 0)
+        self.slow_consumer_closes += 1
         self._discard(outbox, SlowConsumerError("The client was closed for being too slow"))
         result._fail(client_id, SlowConsumerError("The client was closed for being too slow"))
         self._pool.spawn(outbox.client.close, self.slow_consumer_close_code, "Client too slow")
@@ -330,8 +320,7 @@ class WebsocketClientGateway:
                     result._fail(client.id, error)
                 else:
                     result._succeed(client.id)
-                    if self.observer is not None:
-                        self.observer.delivered()
+                    self.deliveries += 1
         finally:
             outbox.draining = False
 

@@ -13,12 +13,12 @@ Nothing is recorded on the hot path: the counts come from what the library
 keeps anyway.  Messages and bytes are each client's own counters
 (``client.stats``), added to the
 totals when it closes and read from the open clients at scrape time;
-handshakes are counted by wrapping the endpoint's ``start_response`` (refusals)
-and :meth:`Websocket.on_client <geventws.Websocket.on_client>` (101s); closes
-by :meth:`WebsocketClient.on_close <geventws.WebsocketClient.on_close>`;
-gateways report deliveries and slow consumers to their
-:attr:`~geventws.WebsocketClientGateway.observer`.  An uninstrumented
-endpoint or gateway pays nothing but one ``None`` check per gateway delivery.
+gateways count their deliveries and slow consumers in plain integers, read
+at scrape time too.  Handshakes are counted by wrapping the endpoint's
+``start_response`` (refusals) and by
+:meth:`Websocket.on_client <geventws.Websocket.on_client>` (101s), closes by
+:meth:`WebsocketClient.on_close <geventws.WebsocketClient.on_close>`: once per
+connection.  An endpoint or gateway without metrics pays nothing more.
 
 Exported, with the default ``namespace`` ``geventws``:
 
@@ -86,10 +86,8 @@ class WebsocketMetrics(Collector):
         self._handshakes: Counter[int] = Counter()
         self._closes: Counter[tuple[int, str]] = Counter()
         self._handler_exceptions = 0
-        self._deliveries = 0
-        self._slow_consumer_closes = 0
-        self._slow_consumer_drops = 0
-        self._gateways: weakref.WeakSet[WebsocketClientGateway] = weakref.WeakSet()
+        # Strong references: a gateway's counters must not vanish from the totals.
+        self._gateways: list[WebsocketClientGateway] = []
         if registry is not None:
             registry.register(self)
 
@@ -114,9 +112,9 @@ class WebsocketMetrics(Collector):
         return counted
 
     def instrument_gateway(self, gateway: WebsocketClientGateway) -> WebsocketClientGateway:
-        """Count ``gateway``'s deliveries and slow consumers and report its pending bytes; returns it."""
-        gateway.observer = self
-        self._gateways.add(gateway)
+        """Export ``gateway``'s deliveries, slow consumers and pending bytes; returns it."""
+        if gateway not in self._gateways:
+            self._gateways.append(gateway)
         return gateway
 
     def wsgi_app(self) -> WSGIApp:
@@ -142,18 +140,6 @@ class WebsocketMetrics(Collector):
         self._closes[info.code, side] += 1
         if info.code == CloseCode.UNEXPECTED_SERVER_ERROR and not info.by_peer:
             self._handler_exceptions += 1
-
-    # ------------------------------------------- GatewayObserver protocol
-
-    def delivered(self) -> None:
-        """Called by an instrumented gateway for every message written whole to one client."""
-        self._deliveries += 1
-
-    def slow_consumer(self, closed: bool, dropped: int) -> None:
-        """Called by an instrumented gateway when a client could not keep up."""
-        if closed:
-            self._slow_consumer_closes += 1
-        self._slow_consumer_drops += dropped
 
     # --------------------------------------------------------- collection
 
@@ -192,21 +178,24 @@ class WebsocketMetrics(Collector):
             "Client handlers that raised (their connection was closed with 1011).",
             value=self._handler_exceptions,
         )
+        gateways = self._gateways
         yield CounterMetricFamily(
-            name + "gateway_deliveries", "Gateway messages written whole to one client.", value=self._deliveries
+            name + "gateway_deliveries",
+            "Gateway messages written whole to one client.",
+            value=sum(gateway.deliveries for gateway in gateways),
         )
         yield CounterMetricFamily(
             name + "gateway_slow_consumer_closes",
             "Clients a gateway closed because they could not keep up.",
-            value=self._slow_consumer_closes,
+            value=sum(gateway.slow_consumer_closes for gateway in gateways),
         )
         yield CounterMetricFamily(
             name + "gateway_slow_consumer_drops",
             "Pending messages a gateway dropped for clients that could not keep up.",
-            value=self._slow_consumer_drops,
+            value=sum(gateway.slow_consumer_drops for gateway in gateways),
         )
         yield GaugeMetricFamily(
             name + "gateway_pending_bytes",
             "Bytes queued in gateways for clients whose sockets are full.",
-            value=sum(gateway.pending_bytes for gateway in list(self._gateways)),
+            value=sum(gateway.pending_bytes for gateway in gateways),
         )

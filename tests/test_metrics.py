@@ -199,10 +199,6 @@ def test_drops_count_what_the_send_results_report_and_pending_bytes_are_live(ser
     session.wait_all_closed()
 
 
-def test_an_uninstrumented_gateway_has_no_observer():
-    assert geventws.WebsocketClientGateway().observer is None
-
-
 def test_two_metrics_objects_in_one_registry_are_refused():
     registry = CollectorRegistry()
     WebsocketMetrics(registry)
