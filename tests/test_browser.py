@@ -213,7 +213,7 @@ def echo_page(serve: Callable[..., Running]) -> tuple[Running, list[str]]:
 
     @factory
     def app(server: geventws.Server) -> geventws.Router:
-        router = geventws.Router(server, None, geventws.DefaultErrorHandler())
+        router = geventws.Router(None, geventws.DefaultErrorHandler())
         router.add_route("GET", "/plain", geventws.Websocket(server, None, None, echo))
         deflate = geventws.Websocket(server, None, None, echo, compression_factory=geventws.Rfc7692CompressionFactory())
         router.add_route("GET", "/deflate", deflate)

@@ -82,7 +82,7 @@ def start_session(serve: Callable[..., Running], policy: geventws.SlowConsumerPo
             client_factory=client_factory,
         )
         endpoint.on_client(lambda client: session_box[0].server_clients.append(client))
-        router = geventws.Router(server)
+        router = geventws.Router()
         router.add_route("GET", "/chat", metrics.instrument(endpoint))
         router.add_route("GET", "/metrics", metrics.wsgi_app())
         return router
