@@ -78,4 +78,4 @@ $(DOCS_VENV)/.installed: docs/requirements.txt setup.cfg setup.py | $(DOCS_BIN)/
 	touch $@
 
 docs: $(DOCS_VENV)/.installed
-	$(DOCS_BIN)/sphinx-build -E -W --keep-going -n -b html docs docs/_build/html
+	$(DOCS_BIN)/sphinx-build -E -q -W --keep-going -n -b html docs docs/_build/html
