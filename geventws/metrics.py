@@ -104,7 +104,9 @@ class WebsocketMetrics(Collector):
 
         def counted(environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterable[bytes]:
             def counting_start_response(status: str, headers: list[tuple[str, str]], *exc_info: Any) -> Any:
-                handshakes[int(status[:3])] += 1
+                code = int(status[:3])
+                if code != 101:  # a 101 is counted with its client, by _track
+                    handshakes[code] += 1
                 return start_response(status, headers, *exc_info)
 
             return endpoint(environ, counting_start_response)
