@@ -22,7 +22,7 @@ connection.  An endpoint or gateway without metrics pays nothing more.
 
 Exported, with the default ``namespace`` ``geventws``:
 
-===============================================  =======  ========================================================
+===============================================  =======  ==============================================================
 ``geventws_connections_open``                    gauge    open WebSocket connections
 ``geventws_handshakes_total{status}``            counter  handshake answers by HTTP status (101: accepted)
 ``geventws_messages_received_total``             counter  messages received from clients
@@ -35,9 +35,12 @@ Exported, with the default ``namespace`` ``geventws``:
 ``geventws_gateway_slow_consumer_closes_total``  counter  clients a gateway closed for being too slow
 ``geventws_gateway_slow_consumer_drops_total``   counter  pending messages a gateway dropped for slow clients
 ``geventws_gateway_pending_bytes``               gauge    bytes queued in gateways for clients with full sockets
-===============================================  =======  ========================================================
+``geventws_redis_messages_total{event}``         counter  Redis gateways' messages published, dropped, received, ignored
+``geventws_redis_reconnects_total``              counter  times a Redis connection came back after it was lost
+===============================================  =======  ==============================================================
 
-``side`` is ``server`` when this server began the close (its handler returned,
+The ``redis`` metrics appear once a :class:`~geventws.redis.RedisGateway` is
+instrumented.  ``side`` is ``server`` when this server began the close (its handler returned,
 a limit was broken, the server stopped) and ``client`` when the peer did or
 vanished (1006).
 """
@@ -47,7 +50,7 @@ from __future__ import annotations
 import weakref
 from collections import Counter
 from collections.abc import Iterable, Iterator
-from typing import Any, Callable
+from typing import TYPE_CHECKING, Any, Callable, Union
 
 from prometheus_client import REGISTRY, CollectorRegistry, make_wsgi_app
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
@@ -58,7 +61,11 @@ from .gateway import WebsocketClientGateway
 from .http.endpoint import Websocket
 from .protocol.close import CloseCode, WebsocketCloseInfo
 
+if TYPE_CHECKING:
+    from .redis import RedisGateway
+
 WSGIApp = Callable[[dict[str, Any], Callable[..., Any]], Iterable[bytes]]
+Gateway = Union[WebsocketClientGateway, "RedisGateway"]
 
 #: Per-client counters summed into the totals, by metric name suffix.
 _TRAFFIC = (
@@ -88,6 +95,8 @@ class WebsocketMetrics(Collector):
         self._handler_exceptions = 0
         # Strong references: a gateway's counters must not vanish from the totals.
         self._gateways: list[WebsocketClientGateway] = []
+        # One RedisGateway per Redis connection: the gateways of a process on one Redis share its counters.
+        self._redis: dict[int, RedisGateway] = {}
         if registry is not None:
             registry.register(self)
 
@@ -113,10 +122,18 @@ class WebsocketMetrics(Collector):
 
         return counted
 
-    def instrument_gateway(self, gateway: WebsocketClientGateway) -> WebsocketClientGateway:
-        """Export ``gateway``'s deliveries, slow consumers and pending bytes; returns it."""
-        if gateway not in self._gateways:
-            self._gateways.append(gateway)
+    def instrument_gateway(self, gateway: Gateway) -> Gateway:
+        """Export ``gateway``'s deliveries, slow consumers and pending bytes; returns it.
+
+        For a :class:`~geventws.redis.RedisGateway` these are its local
+        gateway's, and its Redis connection's counters are exported too
+        (messages published, dropped, received and ignored, and reconnects).
+        """
+        local = gateway if isinstance(gateway, WebsocketClientGateway) else gateway.local
+        if local not in self._gateways:
+            self._gateways.append(local)
+        if not isinstance(gateway, WebsocketClientGateway):
+            self._redis.setdefault(id(gateway._shared), gateway)
         return gateway
 
     def wsgi_app(self) -> WSGIApp:
@@ -196,6 +213,21 @@ class WebsocketMetrics(Collector):
             "Pending messages a gateway dropped for clients that could not keep up.",
             value=sum(gateway.slow_consumer_drops for gateway in gateways),
         )
+        if self._redis:
+            counters = [gateway.counters() for gateway in self._redis.values()]
+            messages = CounterMetricFamily(
+                name + "redis_messages",
+                "Messages of Redis gateways: published, dropped (Redis away or too slow), received, ignored.",
+                labels=["event"],
+            )
+            for event in ("published", "dropped", "received", "ignored"):
+                messages.add_metric([event], sum(counter[event] for counter in counters))
+            yield messages
+            yield CounterMetricFamily(
+                name + "redis_reconnects",
+                "Times a Redis gateway's connection came back after it was lost.",
+                value=sum(counter["reconnects"] for counter in counters),
+            )
         yield GaugeMetricFamily(
             name + "gateway_pending_bytes",
             "Bytes queued in gateways for clients whose sockets are full.",

