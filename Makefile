@@ -74,7 +74,7 @@ $(DOCS_BIN)/python:
 	$(DOCS_BIN)/python -m pip install --quiet --upgrade pip
 
 $(DOCS_VENV)/.installed: docs/requirements.txt setup.cfg setup.py | $(DOCS_BIN)/python
-	$(DOCS_BIN)/python -m pip install --quiet -r docs/requirements.txt -e '.[metrics,flask,gunicorn]'
+	$(DOCS_BIN)/python -m pip install --quiet -r docs/requirements.txt -e '.[metrics,flask,gunicorn,redis]'
 	touch $@
 
 docs: $(DOCS_VENV)/.installed

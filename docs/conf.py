@@ -61,10 +61,10 @@ nitpick_ignore_regex = [
     # Internal types that appear in public signatures: the engine interface, the
     # negotiated compression parameters, and the handler type alias.
     (r"py:class", r"(geventws\.protocol\.\w+\.)?(ProtocolEngine|NegotiatedDeflate)"),
-    (r"py:class", r"ClientHandler"),
+    (r"py:class", r"ClientHandler|Gateway"),
     # Internals that public docstrings point to: the sans-I/O protocol modules
     # and the client id source.  They are not part of the API reference.
-    (r"py:mod", r"geventws\.protocol(\.\w+)?"),
+    (r"py:mod", r"geventws\.(protocol|connection)(\.\w+)?"),
     (r"py:data", r"client_ids"),
     # Integrations that docstrings mention before they exist.
     (r"py:mod", r"geventws\.(redis|flask|gunicorn)"),
