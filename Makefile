@@ -4,7 +4,7 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 
-.PHONY: run test lint typecheck check autobahn bench clean
+.PHONY: run test lint typecheck check autobahn bench docs clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -62,3 +62,20 @@ $(BENCH_VENV)/.installed: bench/requirements.txt setup.cfg setup.py | $(BENCH_BI
 
 bench: $(BENCH_VENV)/.installed
 	$(BENCH_BIN)/python bench/run.py $(BENCH_ARGS)
+
+# `make docs`: the Sphinx site in docs/_build/html, in its own venv (docs/.venv).
+# -E reads every page afresh so every warning shows; -W -n: warnings, unresolved
+# references included, fail the build.
+DOCS_VENV ?= docs/.venv
+DOCS_BIN := $(DOCS_VENV)/bin
+
+$(DOCS_BIN)/python:
+	$(PYTHON) -m venv $(DOCS_VENV)
+	$(DOCS_BIN)/python -m pip install --quiet --upgrade pip
+
+$(DOCS_VENV)/.installed: docs/requirements.txt setup.cfg setup.py | $(DOCS_BIN)/python
+	$(DOCS_BIN)/python -m pip install --quiet -r docs/requirements.txt -e '.[metrics,flask,gunicorn,redis]'
+	touch $@
+
+docs: $(DOCS_VENV)/.installed
+	$(DOCS_BIN)/sphinx-build -E -q -W --keep-going -n -b html docs docs/_build/html

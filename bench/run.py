@@ -76,7 +76,8 @@ SERVERS = [
 ]
 #: Run only when named with --servers: geventws broadcasting with a plain loop
 #: of send_binary (each client serializes the message) instead of the gateway,
-#: to measure what encoding once and writing without greenlets brings.
+#: to measure what encoding once and writing without greenlets brings; and
+#: geventws with its Prometheus metrics recording, to measure what they cost.
 EXTRA_SERVERS = [
     ServerSpec(
         "geventws-loop", "geventws_server.py", ("--loop-broadcast",), note="broadcast by looping over send_binary"
@@ -88,6 +89,9 @@ EXTRA_SERVERS = [
         "geventws_redis.py",
         deflate=False,
         note="RedisGateway over 2 processes + valkey-server (those two on any core); CPU: the first process only",
+    ),
+    ServerSpec(
+        "geventws-metrics", "geventws_server.py", ("--metrics",), note="geventws with geventws.metrics recording"
     ),
 ]
 

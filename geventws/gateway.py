@@ -162,6 +162,17 @@ class WebsocketClientGateway:
         self._split = frame_split_threshold
         self._pool = pool if pool is not None else Pool()
         self._outboxes: dict[int, _Outbox] = {}
+        #: Messages written whole to one client, since the gateway was made (read by :mod:`geventws.metrics`).
+        self.deliveries = 0
+        #: Clients closed for being too slow.
+        self.slow_consumer_closes = 0
+        #: Pending messages dropped for slow clients (:attr:`SlowConsumerPolicy.DROP_OLDEST`).
+        self.slow_consumer_drops = 0
+
+    @property
+    def pending_bytes(self) -> int:
+        """Bytes queued for clients whose sockets are full, across all clients."""
+        return sum(outbox.size for outbox in self._outboxes.values())
 
     def add_client(self, client: WebsocketClient) -> None:
         """Add ``client`` (again: no effect); it leaves by itself when it closes, whichever side closed."""
@@ -249,6 +260,7 @@ class WebsocketClientGateway:
             return -1
         if written == len(message.wire):
             result._succeed(client.id)
+            self.deliveries += 1
             return -1
         return max(written, 0)
 
@@ -268,6 +280,7 @@ class WebsocketClientGateway:
                 old_result._fail(client_id, SlowConsumerError("Dropped: the client is too slow"))
                 dropped += 1
             logger.warning("%r is too slow: dropped %d pending messages", outbox.client, dropped)
+            self.slow_consumer_drops += dropped
             if self._fits(outbox, size) or not outbox.items:
                 return True
         logger.warning(
@@ -277,6 +290,7 @@ class WebsocketClientGateway:
             len(outbox.items),
             self.slow_consumer_close_code,
         )
+        self.slow_consumer_closes += 1
         self._discard(outbox, SlowConsumerError("The client was closed for being too slow"))
         result._fail(client_id, SlowConsumerError("The client was closed for being too slow"))
         self._pool.spawn(outbox.client.close, self.slow_consumer_close_code, "Client too slow")
@@ -306,6 +320,7 @@ class WebsocketClientGateway:
                     result._fail(client.id, error)
                 else:
                     result._succeed(client.id)
+                    self.deliveries += 1
         finally:
             outbox.draining = False
 

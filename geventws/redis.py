@@ -324,7 +324,7 @@ class _SharedSubscriber:
         self.origin = os.urandom(8).hex()  # our messages carry it; the echo is recognized by it
         self.gateways: dict[str, list[RedisGateway]] = {}
         self.ready: dict[str, Event] = {}
-        self.counters = {"published": 0, "dropped": 0, "received": 0, "ignored": 0}
+        self.counters = {"published": 0, "dropped": 0, "received": 0, "ignored": 0, "reconnects": 0}
         self.connected = False
         self.last_error: BaseException | None = None
         self._lost_at = 0.0
@@ -530,6 +530,7 @@ class _SharedSubscriber:
                 time.monotonic() - self._lost_at,
                 self.counters["dropped"],
             )
+            self.counters["reconnects"] += 1
         self.connected = True
         self.publisher.reconnect_now()
 
@@ -587,7 +588,7 @@ class RedisGateway:
         return subscribed is not None and subscribed.is_set() and self._shared.publisher.ready.is_set()
 
     def counters(self) -> dict[str, int]:
-        """Counts of the shared connection: published, dropped (Redis away or too slow), received, ignored."""
+        """Counts of the shared connection: published, dropped (Redis away or slow), received, ignored, reconnects."""
         return dict(self._shared.counters)
 
     def wait_connected(self, timeout: float | None = None) -> bool:

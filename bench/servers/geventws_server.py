@@ -8,6 +8,8 @@ when geventws has one, else loops over the clients with ``send_binary``.
 ``--redis URL`` broadcasts through ``geventws.redis.RedisGateway`` on that
 Redis instead (``geventws_redis.py`` starts it and a peer process);
 ``--peer-url`` names the peers' WebSocket URLs in the READY config.
+``--metrics`` records everything :mod:`geventws.metrics` exports (the endpoint
+and the gateway instrumented, into a registry of its own), to measure its cost.
 """
 
 from gevent import monkey
@@ -28,6 +30,14 @@ CLIENTS: set = set()
 LOOP_BROADCAST = "--loop-broadcast" in sys.argv
 if LOOP_BROADCAST:
     sys.argv.remove("--loop-broadcast")
+METRICS = None
+if "--metrics" in sys.argv:
+    sys.argv.remove("--metrics")
+    from prometheus_client import CollectorRegistry
+
+    from geventws.metrics import WebsocketMetrics
+
+    METRICS = WebsocketMetrics(CollectorRegistry())
 
 
 def _option(name: str) -> list[str]:
@@ -59,6 +69,8 @@ def make_broadcaster():  # type: ignore[no-untyped-def]
     if gateway_class is not None:
         try:
             gateway = gateway_class()
+            if METRICS is not None:
+                METRICS.instrument_gateway(gateway)
         except TypeError as error:  # a constructor we do not know how to call: fall back, but say so
             print(f"WebsocketClientGateway() failed ({error}); looping over clients instead", file=sys.stderr)
         else:
@@ -121,7 +133,7 @@ def main() -> None:
     endpoint = geventws.Websocket(
         server, None, None, handle_client, compression_factory=compression, client_factory=client_factory
     )
-    server.start(endpoint)
+    server.start(endpoint if METRICS is None else METRICS.instrument(endpoint))
     ready(
         server="geventws",
         version=geventws.__version__,
@@ -134,6 +146,7 @@ def main() -> None:
         broadcast=BROADCAST_HOW,
         loop="gevent",
         **({"urls": [f"ws://{HOST}:{args.port}/", *PEER_URLS], "redis": REDIS_URL} if REDIS_URL else {}),
+        metrics=METRICS is not None,
     )
     gevent.wait()
 

@@ -16,6 +16,7 @@ from geventws import (
     AllowOriginAcceptor,
     DefaultErrorHandler,
     DocumentRoot,
+    Rfc7692CompressionFactory,
     Router,
     Websocket,
     WebsocketClient,
@@ -44,7 +45,13 @@ class ClientHandler(WebsocketClientHandler):
 def create_app(origins: list[str] = ORIGINS) -> Router:
     """The chat on ``/broadcast`` and its page on ``/``; no server needed, whichever serves it."""
     error_handler = DefaultErrorHandler()
-    websocket = Websocket(None, logger, AllowOriginAcceptor(origins), ClientHandler())
+    websocket = Websocket(
+        None,
+        logger,
+        AllowOriginAcceptor(origins),
+        ClientHandler(),
+        compression_factory=Rfc7692CompressionFactory(),  # browsers offer it, and chat text compresses well
+    )
     router = Router(logger, error_handler)
     router.add_route("GET", "/broadcast", websocket)
     router.set_fallback(DocumentRoot(Path(__file__).parent / "public", error_handler=error_handler))

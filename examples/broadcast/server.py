@@ -18,6 +18,7 @@ from geventws import (
     AllowOriginAcceptor,
     DefaultErrorHandler,
     DocumentRoot,
+    Rfc7692CompressionFactory,
     Router,
     Server,
     Websocket,
@@ -54,7 +55,8 @@ class ClientHandler(WebsocketClientHandler):
             self.gateway.broadcast_text(f"{client.id}: {message}")
 
 
-websocket = Websocket(server, logger, acceptor, ClientHandler())
+# permessage-deflate: browsers offer it, and chat text compresses well.
+websocket = Websocket(server, logger, acceptor, ClientHandler(), compression_factory=Rfc7692CompressionFactory())
 
 router = Router(logger, error_handler)
 router.add_route("GET", "/broadcast", websocket)

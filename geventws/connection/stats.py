@@ -7,7 +7,7 @@ import time
 
 
 class WebsocketCount(enum.Enum):
-    """Deprecated names of the counters of :class:`ClientStats` (read ``client.stats.<name>``)."""
+    """Deprecated names of the counters of :class:`.ClientStats` (read ``client.stats.<name>``)."""
 
     BYTES_RECEIVED = "bytes_received"
     BYTES_SENT = "bytes_sent"
@@ -22,7 +22,7 @@ class WebsocketCount(enum.Enum):
 
 
 class WebsocketTimestamp(enum.Enum):
-    """Deprecated names of the timestamps of :class:`ClientStats` (read ``client.stats.<name>``)."""
+    """Deprecated names of the timestamps of :class:`.ClientStats` (read ``client.stats.<name>``)."""
 
     CONNECTED = "connected"
     LAST_READ = "last_read"

@@ -92,6 +92,7 @@ class Websocket:
         self._client_factory = client_factory or Rfc6455ClientFactory()
         self._clients: set[WebsocketClient] = set()
         self._accepting = True
+        self._client_callbacks: list[Callable[[WebsocketClient], Any]] = []
         if server is not None:
             server.on_stop(self.close_all)
         _live_endpoints.add(self)
@@ -100,6 +101,13 @@ class Websocket:
     def clients(self) -> frozenset[WebsocketClient]:
         """The clients connected through this endpoint right now."""
         return frozenset(self._clients)
+
+    def on_client(self, callback: Callable[[WebsocketClient], Any]) -> None:
+        """Call ``callback(client)`` for every accepted client, before its handler runs.
+
+        For observers such as :mod:`geventws.metrics`; a callback that raises is logged, not fatal.
+        """
+        self._client_callbacks.append(callback)
 
     def __call__(self, environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterable[bytes]:
         """Judge the handshake; on acceptance run the handler in this greenlet until the connection ends."""
@@ -147,6 +155,11 @@ class Websocket:
         self._log_accepted(client, request)
         client.on_close(self._log_closed)
         try:
+            for callback in self._client_callbacks:
+                try:
+                    callback(client)
+                except Exception:
+                    self.logger.exception("on_client callback %r failed", callback)
             client.start()
             self._run_handler(client, request, response)
         finally:
