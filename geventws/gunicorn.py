@@ -94,6 +94,9 @@ class Worker(GeventPyWSGIWorker):  # type: ignore[misc]
     def run(self) -> None:
         """Serve every listener until told to stop, then close WebSocket clients with 1001 and drain."""
         servers = [self._start_server(listener) for listener in self.sockets]
+        # From here on a stop signal is handled: one that reaches a worker still booting is
+        # lost (it runs the master's handler), so this line is what "ready" means.
+        self.log.info("Worker ready (pid: %s)", self.pid)
         last_notified = 0.0
         while self.alive:
             if time.monotonic() - last_notified >= _NOTIFY_INTERVAL:

@@ -178,6 +178,15 @@ def wait_until_serving(served: Served, timeout: float = 30) -> None:
     raise AssertionError(f"{served.name} did not start serving:\n{served.log()}")
 
 
+def wait_for_workers(served: Served, count: int, timeout: float = 30) -> None:
+    """Wait until ``count`` of our gunicorn workers have said they are ready (and so handle stop signals)."""
+    deadline = time.monotonic() + timeout
+    while served.log().count("Worker ready (pid:") < count:
+        if time.monotonic() > deadline:
+            raise AssertionError(f"{count} workers not ready:\n{served.log()}")
+        time.sleep(0.05)
+
+
 def close_code(ws: websocket.WebSocket) -> tuple[int, str]:
     """Read until the server's close frame; its code and reason."""
     while True:

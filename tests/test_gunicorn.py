@@ -13,7 +13,7 @@ import time
 from pathlib import Path
 
 import pytest
-from servers import TESTS, close_code, gunicorn
+from servers import TESTS, close_code, gunicorn, wait_for_workers
 
 WORKER = ("-k", "geventws.gunicorn.Worker")
 CLOSE_PERIOD = 3.0  # the client factory's default
@@ -24,6 +24,7 @@ def test_stop_closes_every_client_with_1001_and_the_master_exits_0(
     tmp_path: Path, signum: signal.Signals, clients: int
 ) -> None:
     with gunicorn(tmp_path, *WORKER, "-w", "2", "--graceful-timeout", "10") as served:
+        wait_for_workers(served, 2)  # a signal that reaches a booting worker is lost, in any gunicorn worker
         cookie = served.login("alice")
         connections = [served.connect("/echo", cookie) for _ in range(clients)]
         for connection in connections:
