@@ -67,6 +67,12 @@ class ServerSpec:
 SERVERS = [
     ServerSpec(BASELINE, "websockets_asyncio.py", note="websockets asyncio server, stdlib asyncio loop"),
     ServerSpec(
+        "websockets-uvloop",
+        "websockets_asyncio.py",
+        ("--uvloop",),
+        note="the same server on uvloop, as websockets' performance guide advises",
+    ),
+    ServerSpec(
         "websockets-sync", "websockets_sync_gevent.py", note="websockets.sync.server under gevent monkey-patching"
     ),
     ServerSpec("flask-sock", "flask_sock_gevent.py", note="flask-sock (simple-websocket) on gevent pywsgi"),
