@@ -2,15 +2,16 @@
 
 Usage (from the repository root, in bench/.venv; ``make bench`` does this)::
 
-    python bench/run.py                       # the full matrix (< 15 min on 2 cores)
-    python bench/run.py --quick               # a ~2 minute subset (also BENCH_QUICK=1)
+    python bench/run.py                       # the full matrix (about 16 min on 2 cores)
+    python bench/run.py --quick               # a ~3 minute subset (also BENCH_QUICK=1)
     python bench/run.py --scenarios echo,broadcast --servers geventws,websockets-asyncio
     python bench/run.py --cells 'echo-c100-*' --repeats 5 --duration 3
     python bench/run.py --list                # the cells and servers, without running
     python bench/run.py --profile --servers geventws --cells echo-c100-16B,echo-c1-64KiB --duration 8
     python bench/run.py --servers geventws,geventws-redis --no-baseline --cells broadcast-1000   # Redis vs local
 
-Each cell starts the server in its own process (pinned to core 0), runs the
+Each cell starts the server in its own process (pinned to core 0), has it echo
+one 1 MiB message (``loadgen.season``; ``--fresh`` skips it), runs the
 picows/uvloop load generator in this process (pinned to core 1), and kills the
 server at the end of the cell.  Repeats go round the whole matrix, so a
 server's samples are spread over the run; the table shows medians.
@@ -642,7 +643,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "--quick",
         action="store_true",
         default=os.environ.get("BENCH_QUICK", "") not in ("", "0"),
-        help="a ~2 minute subset, 1 repeat (also BENCH_QUICK=1)",
+        help="a ~3 minute subset, 1 repeat (also BENCH_QUICK=1)",
     )
     parser.add_argument("--scenarios", default="", help="comma list of echo,stream,broadcast,idle,deflate")
     parser.add_argument("--servers", default="", help="comma list of server names (the baseline is always added)")
