@@ -272,6 +272,49 @@ async def _require(conns: list[Conn], errors: list[str], count: int, deflate: bo
         raise ScenarioSkipped("server did not negotiate permessage-deflate")
 
 
+# ------------------------------------------------------------------ seasoning
+
+#: The message every server echoes once before a cell is measured (see ``season``).
+SEASON_SIZE = 1024 * 1024
+
+
+async def season(url: str, size: int = SEASON_SIZE, timeout: float = 30.0) -> None:
+    """Have a freshly started server echo one large message, as any long-running server has.
+
+    glibc's malloc serves blocks above its mmap threshold (128 KiB when a
+    process starts) with ``mmap``/``munmap``, and raises the threshold the
+    first time such a block is freed whole.  asyncio's selector transport (the
+    stdlib loop under websockets' asyncio server) allocates a new 256 KiB
+    ``bytes`` for every ``recv``: until the process has once read a large
+    message, every small message costs an ``mmap``, a page fault, an
+    ``mremap`` and a ``munmap`` (about 1.5x the server's CPU per message in
+    the 16-byte echo).  A server in production leaves that state with its
+    first large message; one 1 MiB echo on its own connection does it here,
+    for every server alike.
+    """
+    loop = asyncio.get_running_loop()
+    done: asyncio.Future[int] = loop.create_future()
+
+    def on_message(conn: Conn, got: int, data: bytes | None) -> None:
+        if not done.done():
+            done.set_result(got)
+
+    def factory() -> Conn:
+        conn = Conn()
+        conn.on_message = on_message
+        return conn
+
+    conns, errors = await open_connections(url, 1, factory)
+    await _require(conns, errors, 1, False)
+    try:
+        conns[0].send(_pattern(size))
+        got = await asyncio.wait_for(done, timeout)
+    finally:
+        close_all(conns)
+    if got != size:
+        raise RuntimeError(f"seasoning: sent {size} bytes, the echo had {got}")
+
+
 # ----------------------------------------------------------------- scenarios
 
 

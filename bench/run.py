@@ -2,15 +2,16 @@
 
 Usage (from the repository root, in bench/.venv; ``make bench`` does this)::
 
-    python bench/run.py                       # the full matrix (< 15 min on 2 cores)
-    python bench/run.py --quick               # a ~2 minute subset (also BENCH_QUICK=1)
+    python bench/run.py                       # the full matrix (about 16 min on 2 cores)
+    python bench/run.py --quick               # a ~3 minute subset (also BENCH_QUICK=1)
     python bench/run.py --scenarios echo,broadcast --servers geventws,websockets-asyncio
     python bench/run.py --cells 'echo-c100-*' --repeats 5 --duration 3
     python bench/run.py --list                # the cells and servers, without running
     python bench/run.py --profile --servers geventws --cells echo-c100-16B,echo-c1-64KiB --duration 8
     python bench/run.py --servers geventws,geventws-redis --no-baseline --cells broadcast-1000   # Redis vs local
 
-Each cell starts the server in its own process (pinned to core 0), runs the
+Each cell starts the server in its own process (pinned to core 0), has it echo
+one 1 MiB message (``loadgen.season``; ``--fresh`` skips it), runs the
 picows/uvloop load generator in this process (pinned to core 1), and kills the
 server at the end of the cell.  Repeats go round the whole matrix, so a
 server's samples are spread over the run; the table shows medians.
@@ -67,12 +68,21 @@ class ServerSpec:
 SERVERS = [
     ServerSpec(BASELINE, "websockets_asyncio.py", note="websockets asyncio server, stdlib asyncio loop"),
     ServerSpec(
+        "websockets-uvloop",
+        "websockets_asyncio.py",
+        ("--uvloop",),
+        note="the same server on uvloop, as websockets' performance guide advises",
+    ),
+    ServerSpec(
         "websockets-sync", "websockets_sync_gevent.py", note="websockets.sync.server under gevent monkey-patching"
     ),
     ServerSpec("flask-sock", "flask_sock_gevent.py", note="flask-sock (simple-websocket) on gevent pywsgi"),
     ServerSpec("gevent-websocket", "gevent_websocket.py", deflate=False, note="no permessage-deflate support"),
     ServerSpec("geventws", "geventws_server.py", note="16 MiB limit, no rate limit, no heartbeat"),
     ServerSpec("geventws-defaults", "geventws_server.py", ("--defaults",), note="Rfc6455ClientFactory() as shipped"),
+    ServerSpec(
+        "picows", "picows_server.py", deflate=False, note="picows (Cython) on uvloop, the upper reference; no deflate"
+    ),
 ]
 #: Run only when named with --servers: geventws broadcasting with a plain loop
 #: of send_binary (each client serializes the message) instead of the gateway,
@@ -369,6 +379,8 @@ def cell_timeout(cell: Cell, opts: argparse.Namespace) -> float:
 
 async def run_scenario(cell: Cell, server: ServerProcess, opts: argparse.Namespace, on_measure: Any) -> dict[str, Any]:
     p = cell.params
+    if not opts.fresh:
+        await loadgen.season(server.url)
     if cell.scenario in ("echo", "stream", "deflate"):
         return await loadgen.echo(
             server.url,
@@ -556,6 +568,18 @@ def cpu_summary(cells: list[Cell], servers: list[ServerSpec], samples: dict[str,
     return table
 
 
+#: A cell where the load generator's median CPU reaches this (% of one core) is marked ``≥``.
+LG_BUSY = 85.0
+#: ... or where it exceeds the server's CPU while above this.
+LG_BUSIER = 50.0
+
+
+def generator_bound(cpu: dict[str, float]) -> bool:
+    """Whether the load generator, not the server, may have set the pace of a cell."""
+    client, server = cpu["client_cpu"], cpu["server_cpu"]
+    return client >= LG_BUSY or (client >= LG_BUSIER and client > server)
+
+
 def render(
     rows: list[dict[str, Any]], cpu: list[dict[str, Any]], servers: list[ServerSpec], notes: list[str], header: str
 ) -> str:
@@ -567,18 +591,20 @@ def render(
         "handshakes/s; lower is better for ms and KiB/conn.",
         "",
     ]
+    busy = {(e["cell"], name) for e in cpu for name, v in e["servers"].items() if generator_bound(v)}
     lines.append("| cell | metric | " + " | ".join(names) + " |")
     lines.append("|---|---|" + "---|" * len(names))
     for row in rows:
         cols = []
         for name in names:
             entry = row["servers"][name]
+            mark = "≥" if (row["cell"], name) in busy and row["higher_is_better"] else ""
             if entry["median"] is None:
                 cols.append("—")
             elif entry["ratio"] is None:
-                cols.append(fmt(entry["median"]))
+                cols.append(mark + fmt(entry["median"]))
             else:
-                cols.append(f"{fmt(entry['median'])} ({entry['ratio']:.2f}×)")
+                cols.append(f"{mark}{fmt(entry['median'])} ({entry['ratio']:.2f}×)")
         lines.append(f"| {row['title']} | {row['label']} | " + " | ".join(cols) + " |")
     lines += ["", "Load generator CPU (% of one core) / server CPU, median per cell:", ""]
     lines.append("| cell | " + " | ".join(names) + " |")
@@ -597,6 +623,12 @@ def render(
         lines.append(f"| {entry['cell']} | " + " | ".join(cols) + " |")
     if worst[1]:
         lines += ["", f"Highest load-generator CPU: {worst[0]:.0f} % of a core ({worst[1]} against {worst[2]})."]
+    if busy:
+        lines += [
+            "",
+            f"≥: the load generator used at least {LG_BUSY:.0f} % of a core, or more CPU than the server above "
+            f"{LG_BUSIER:.0f} %: it may be the bottleneck, the server can do at least this much.",
+        ]
     if notes:
         lines += ["", "Errors and skipped cells:", ""] + [f"- {note}" for note in notes]
     return "\n".join(lines) + "\n"
@@ -611,7 +643,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "--quick",
         action="store_true",
         default=os.environ.get("BENCH_QUICK", "") not in ("", "0"),
-        help="a ~2 minute subset, 1 repeat (also BENCH_QUICK=1)",
+        help="a ~3 minute subset, 1 repeat (also BENCH_QUICK=1)",
     )
     parser.add_argument("--scenarios", default="", help="comma list of echo,stream,broadcast,idle,deflate")
     parser.add_argument("--servers", default="", help="comma list of server names (the baseline is always added)")
@@ -626,6 +658,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--duration", type=float, default=None, help="measured seconds per echo/stream cell")
     parser.add_argument("--warmup", type=float, default=None, help="unmeasured seconds before each echo/stream cell")
     parser.add_argument("--no-pin", action="store_true", help="do not pin the server and the client to cores")
+    parser.add_argument(
+        "--fresh",
+        action="store_true",
+        help="measure each server straight after its start, without the one 1 MiB echo that seasons it "
+        "(loadgen.season: websockets' asyncio server then pays an mmap/munmap per message)",
+    )
     parser.add_argument(
         "--profile",
         action="store_true",
@@ -719,7 +757,8 @@ def main(argv: list[str] | None = None) -> int:
         print(
             f"geventws bench {stamp}: {len(cells)} cells × {len(servers)} servers × {opts.repeats} repeats = "
             f"{len(order)} runs, about {estimate(order, opts) / 60:.1f} min; duration {opts.duration} s, "
-            f"warmup {opts.warmup} s; pinning {pinning}; RLIMIT_NOFILE {nofile}; geventws {describe_source(source)}",
+            f"warmup {opts.warmup} s; pinning {pinning}; {'fresh servers' if opts.fresh else 'servers seasoned'}; "
+            f"RLIMIT_NOFILE {nofile}; geventws {describe_source(source)}; load average now {os.getloadavg()[0]:.1f}",
             flush=True,
         )
         skipped_servers = [
@@ -731,8 +770,10 @@ def main(argv: list[str] | None = None) -> int:
         with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
             try:
                 for index, (rep, cell, spec) in enumerate(order, 1):
+                    load1 = os.getloadavg()[0]
                     result = run_one(runner, cell, spec, opts, log_dir)
                     result["repeat"] = rep
+                    result["load1"] = load1
                     samples.setdefault(cell.id, {}).setdefault(spec.name, []).append(result)
                     print(
                         f"[{index}/{len(order)} {time.monotonic() - started:5.0f}s] {cell.id:18} {spec.name:18} "
@@ -751,7 +792,8 @@ def main(argv: list[str] | None = None) -> int:
         f"{' (interrupted)' if interrupted else ''}; {opts.repeats} repeat(s), medians; "
         f"{'quick' if opts.quick else 'full'} matrix (idle cell: {opts.idle_repeats} repeat(s)); "
         f"duration {opts.duration} s + warmup {opts.warmup} s per echo cell; load generator picows on uvloop; "
-        f"pinning {pinning}; Python {sys.version.split()[0]}; geventws {describe_source(source)}."
+        f"pinning {pinning}; {season_note(opts)}; Python {sys.version.split()[0]}; {machine()}; "
+        f"geventws {describe_source(source)}; {load_note(samples)}."
     )
     report = render(rows, cpu, servers, notes, header)
     print()
@@ -784,6 +826,30 @@ def main(argv: list[str] | None = None) -> int:
     (out / f"{stamp}.md").write_text(report)
     print(f"wrote {out / (stamp + '.json')} and {out / (stamp + '.md')}")
     return 130 if interrupted else 0
+
+
+def season_note(opts: argparse.Namespace) -> str:
+    if opts.fresh:
+        return "servers measured fresh (--fresh: no seasoning echo)"
+    return f"each server seasoned with one {loadgen.SEASON_SIZE // MIB} MiB echo after its start"
+
+
+def machine() -> str:
+    model = ""
+    with contextlib.suppress(OSError):
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                model = line.split(":", 1)[1].strip()
+                break
+    return f"{os.cpu_count()} cores{' ' + model if model else ''}"
+
+
+def load_note(samples: dict[str, dict[str, list[dict[str, Any]]]]) -> str:
+    """The machine's 1-minute load average over the run: other processes compete for the same cores."""
+    loads = sorted(r["load1"] for runs in samples.values() for rs in runs.values() for r in rs if "load1" in r)
+    if not loads:
+        return "load average unknown"
+    return f"1-min load average {loads[0]:.1f}-{loads[-1]:.1f} (median {statistics.median(loads):.1f})"
 
 
 def describe_source(source: dict[str, Any]) -> str:
