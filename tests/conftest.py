@@ -13,8 +13,13 @@ import logging  # noqa: E402
 import os  # noqa: E402
 import socket  # noqa: E402
 import struct  # noqa: E402
+import subprocess  # noqa: E402
+import sys  # noqa: E402
+import time  # noqa: E402
 from collections.abc import Callable, Iterator  # noqa: E402
+from contextlib import contextmanager  # noqa: E402
 from dataclasses import dataclass  # noqa: E402
+from pathlib import Path  # noqa: E402
 from typing import Any  # noqa: E402
 
 import pytest  # noqa: E402
@@ -147,3 +152,47 @@ def masked_frame(opcode: int, payload: bytes, fin: bool = True, rsv: int = 0) ->
 
 def close_code(frame_payload: bytes) -> int:
     return int(struct.unpack("!H", frame_payload[:2])[0]) if len(frame_payload) >= 2 else 1005
+
+
+BROADCAST_EXAMPLE = Path(__file__).parent.parent / "examples" / "broadcast" / "server.py"
+
+
+@contextmanager
+def broadcast_example(port_taken: Callable[[str], Any] = pytest.skip) -> Iterator[subprocess.Popen[str]]:
+    """examples/broadcast/server.py in its own process on port 1337; killed afterwards if still running.
+
+    ``port_taken`` is called with a reason when port 1337 is in use
+    (``pytest.skip``, or ``pytest.fail`` where the test is required).
+    """
+    with socket.socket() as probe:
+        if probe.connect_ex(("127.0.0.1", 1337)) == 0:
+            port_taken("port 1337 is taken")
+    process = subprocess.Popen(
+        [sys.executable, str(BROADCAST_EXAMPLE)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        env={**os.environ, "PYTHONUNBUFFERED": "1"},
+    )
+    try:
+        _wait_for_port(1337, process)
+        yield process
+    finally:
+        if process.poll() is None:
+            process.kill()
+        process.wait(10)
+        if process.stdout is not None:
+            process.stdout.close()
+
+
+def _wait_for_port(port: int, process: subprocess.Popen[str], timeout: float = 15) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise AssertionError(f"example exited early: {process.stdout.read() if process.stdout else ''}")
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=0.5).close()
+            return
+        except OSError:
+            time.sleep(0.05)
+    raise AssertionError("example did not start listening")

@@ -12,21 +12,16 @@ import hashlib
 import os
 import shutil
 import signal
-import socket
 import subprocess
-import sys
 import tempfile
-import time
 from collections.abc import Callable, Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import Running, factory
+from conftest import Running, broadcast_example, factory
 
 import geventws
 
-EXAMPLE = Path(__file__).parent.parent / "examples" / "broadcast" / "server.py"
 REQUIRE_BROWSER = os.environ.get("GEVENTWS_REQUIRE_BROWSER") == "1"
 TIMEOUT = 30.0
 
@@ -103,38 +98,8 @@ def wait_for_text(driver: Any, text: str) -> str:
 @pytest.fixture
 def chat_example() -> Iterator[subprocess.Popen[str]]:
     """examples/broadcast/server.py in its own process, stopped with SIGTERM or killed after the test."""
-    with socket.socket() as probe:
-        if probe.connect_ex(("127.0.0.1", 1337)) == 0:
-            (pytest.fail if REQUIRE_BROWSER else pytest.skip)("port 1337 is taken")
-    process = subprocess.Popen(
-        [sys.executable, str(EXAMPLE)],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-        env={**os.environ, "PYTHONUNBUFFERED": "1"},
-    )
-    try:
-        _wait_for_port(1337, process)
+    with broadcast_example(pytest.fail if REQUIRE_BROWSER else pytest.skip) as process:
         yield process
-    finally:
-        if process.poll() is None:
-            process.kill()
-        process.wait(10)
-        if process.stdout is not None:
-            process.stdout.close()
-
-
-def _wait_for_port(port: int, process: subprocess.Popen[str]) -> None:
-    deadline = time.monotonic() + 15
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            raise AssertionError(f"the example exited early: {process.stdout.read() if process.stdout else ''}")
-        try:
-            socket.create_connection(("127.0.0.1", port), timeout=0.5).close()
-            return
-        except OSError:
-            time.sleep(0.05)  # polling a port that is not bound yet: there is no event to await
-    raise AssertionError("the example did not start listening")
 
 
 def test_two_tabs_chat_both_ways_over_permessage_deflate_and_see_the_1001_on_stop(browser, chat_example):

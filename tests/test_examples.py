@@ -1,52 +1,18 @@
 """The broadcast chat example, run as users run it: a separate process on port 1337."""
 
-import os
 import signal
-import socket
-import subprocess
-import sys
 import time
 import urllib.request
-from pathlib import Path
 
 import pytest
 import websocket
-
-EXAMPLE = Path(__file__).parent.parent / "examples" / "broadcast" / "server.py"
-
-
-def wait_for_port(port, process, timeout=15):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            raise AssertionError(f"example exited early: {process.stdout.read()}")
-        try:
-            socket.create_connection(("127.0.0.1", port), timeout=0.5).close()
-            return
-        except OSError:
-            time.sleep(0.05)
-    raise AssertionError("example did not start listening")
+from conftest import broadcast_example
 
 
 @pytest.fixture
 def example():
-    with socket.socket() as probe:
-        if probe.connect_ex(("127.0.0.1", 1337)) == 0:
-            pytest.skip("port 1337 is taken")
-    process = subprocess.Popen(
-        [sys.executable, str(EXAMPLE)],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-        env={**os.environ, "PYTHONUNBUFFERED": "1"},
-    )
-    try:
-        wait_for_port(1337, process)
+    with broadcast_example() as process:
         yield process
-    finally:
-        if process.poll() is None:
-            process.kill()
-        process.wait(10)
 
 
 def test_broadcast_example_serves_the_page_and_relays_messages(example):
