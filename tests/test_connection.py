@@ -72,15 +72,26 @@ class Peer:
         return True
 
 
-@pytest.fixture
-def pair():
-    """``pair(**client_options)`` -> (started client, peer); both ends are closed afterwards."""
+class WrappedSocket(gevent.socket.socket):
+    """A socket the writer cannot see through (as under TLS): the client reads with a greenlet."""
+
+
+@pytest.fixture(params=["event-loop reader", "reader greenlet"])
+def pair(request):
+    """``pair(**client_options)`` -> (started client, peer); both ends are closed afterwards.
+
+    Every test runs with both readers: the event-loop callback of plain
+    sockets and the greenlet of wrapped (TLS) ones.
+    """
     made = []
 
     def make(limit=1 << 20, split=32 * 1024, **options):
         server_end, peer_end = gevent.socket.socketpair()
+        if request.param == "reader greenlet":
+            server_end = WrappedSocket(fileno=server_end.detach())
         client = WebsocketClient(server_end, LeanEngine(MessageLimits(limit, limit), split), **options)
         client.start()
+        assert (client.writer.raw_socket is None) == (request.param == "reader greenlet")
         made.append((client, peer_end))
         return client, Peer(peer_end)
 
@@ -102,6 +113,33 @@ def test_a_ping_is_answered_while_nobody_reads(pair):
     peer.send(masked_frame(0x9, b"are you there"))
     assert peer.frame() == (0x8A, b"are you there")
     assert (client.stats.pings_received, client.stats.pongs_sent) == (1, 1)
+
+
+def test_a_ping_that_arrives_during_a_blocked_write_is_answered_once_the_write_is_done(pair):
+    """The reader may not wait for the write lock: a greenlet writes the pong when the message is out."""
+    client, peer = pair()
+    big = bytes(4 * 1024 * 1024)  # far more than the socket buffers hold: the sender blocks
+    sender = gevent.spawn(client.send_binary, big)
+    gevent.sleep(0.05)
+    assert not sender.ready()
+    peer.send(masked_frame(0x9, b"still there?"))
+    gevent.sleep(0.05)
+    received, pong = 0, None
+    while pong is None:
+        first, payload = peer.frame()
+        if first == 0x8A:
+            pong = payload
+        else:
+            received += len(payload)
+    assert pong == b"still there?"
+    while received < len(big):  # the rest of the message follows, whole
+        first, payload = peer.frame()
+        assert first in (0x00, 0x80)
+        received += len(payload)
+    assert received == len(big)
+    sender.join(5)
+    assert sender.successful()
+    assert client.stats.pongs_sent == 1
 
 
 def test_a_close_from_the_peer_is_echoed_then_tcp_closed(pair):

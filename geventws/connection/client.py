@@ -2,11 +2,18 @@
 
 Concurrency guarantees:
 
-- Exactly one greenlet (the reader, started by :meth:`WebsocketClient.start`)
-  reads the socket.  It feeds the protocol engine, writes what the engine
-  queued in answer (pongs, the close echo, the close of a failure) and hands
-  messages to the handler, so pings and closes are answered while the
-  handler is busy elsewhere.
+- One reader reads the socket, started by :meth:`WebsocketClient.start`.  It
+  feeds the protocol engine, writes what the engine queued in answer (pongs,
+  the close echo, the close of a failure) and hands messages to the handler,
+  so pings and closes are answered while the handler is busy elsewhere.
+- On a plain socket the reader is no greenlet but an event-loop callback: the
+  loop calls it when the socket is readable, it reads what is there without
+  blocking and returns.  A handler waiting for a message is woken straight
+  from the loop (one greenlet switch each way per message, not two), and an
+  idle connection holds no reader stack.  Answers the socket cannot take at
+  once, and close callbacks, run in a greenlet of their own.  Under TLS,
+  where a readable socket does not mean a readable record, a reader
+  greenlet blocks in ``recv`` instead.
 - Any greenlet may send; every frame goes through the connection's one
   :class:`~.writer.Writer` (see there for the ordering guarantees).
 - What arrives is kept until the handler reads it, up to a receive window;
@@ -154,6 +161,8 @@ class WebsocketClient:
         "_pings",
         "_ping_counter",
         "_reader",
+        "_watcher",
+        "_throttle_timer",
         "_throttled_until",
         "_at_eof",
         "__weakref__",
@@ -199,12 +208,11 @@ class WebsocketClient:
         self._rate_limit = rate_limit
         #: The one write path (the gateway writes through it too).
         self.writer = Writer(sock, engine, self.stats, self._closed_error, write_timeout)
-        self._incoming: deque[WebsocketMessage] = deque()
+        self._incoming: deque[WebsocketMessage] | None = None  # made with the first message
         self._incoming_ready = Event()
         self._current: WebsocketMessage | None = None
         self._unread = 0
-        self._room = Event()  # set while the reader may read (window not full, not throttled)
-        self._room.set()
+        self._room: Event | None = None  # the reader greenlet's: set while it may read
         self._close_info: WebsocketCloseInfo | None = None
         self._close_timer: gevent.Greenlet | None = None
         self._closed = Event()
@@ -212,6 +220,8 @@ class WebsocketClient:
         self._pings: list[tuple[bytes, float]] = []  # sent, not yet answered (the last 32)
         self._ping_counter = 0
         self._reader: greenlet.greenlet | None = None
+        self._watcher: Any = None  # the event loop's read watcher, on a plain socket
+        self._throttle_timer: Any = None
         self._throttled_until = 0.0
         self._at_eof = False
 
@@ -268,13 +278,21 @@ class WebsocketClient:
     # --------------------------------------------------------------- receive
 
     def start(self) -> None:
-        """Start the reader greenlet; the endpoint calls this once the 101 is written."""
-        # A bare greenlet, not a gevent.Greenlet: nothing joins or kills it (it
-        # ends when the socket does), and it costs a third of the memory, which
-        # counts with tens of thousands of idle connections.
+        """Start reading; the endpoint calls this once the 101 is written."""
         hub = gevent.get_hub()
-        self._reader = greenlet.greenlet(self._read_loop, parent=hub)
-        hub.loop.run_callback(self._reader.switch)
+        raw = self.writer.raw_socket
+        if raw is not None:
+            self._watcher = hub.loop.io(raw.fileno(), 1)
+            self._watcher.start(self._on_readable)
+            if self._leftover:  # what came with the handshake: parse it without waiting for more
+                hub.loop.run_callback(self._on_readable)
+        else:
+            # A bare greenlet, not a gevent.Greenlet: nothing joins or kills it
+            # (it ends when the socket does), and it costs a third of the memory.
+            self._room = Event()
+            self._room.set()
+            self._reader = greenlet.greenlet(self._read_loop, parent=hub)
+            hub.loop.run_callback(self._reader.switch)
         if self._heartbeat is not None:
             self._heartbeat.register(self)
 
@@ -284,14 +302,17 @@ class WebsocketClient:
         Raises :class:`TimeoutError` when ``timeout`` seconds pass first.
         Messages that arrived before the close are still returned.
         """
-        while not self._incoming:
+        incoming = self._incoming
+        while not incoming:
             if self._close_info is not None:
                 return None
             self._incoming_ready.clear()
             if not self._incoming_ready.wait(timeout):
                 raise TimeoutError("No message within the timeout")
+            incoming = self._incoming
+        message = incoming.popleft()
         self._consumed(MESSAGE_COST)
-        return self._incoming.popleft()
+        return message
 
     def __iter__(self) -> Iterator[WebsocketMessage]:
         """The messages until the connection closes."""
@@ -368,9 +389,9 @@ class WebsocketClient:
         """Start the close handshake and wait (up to the close period) until it is done.
 
         The first close wins: later calls, and calls after the peer closed,
-        only wait.  Called from the reader greenlet (a close callback), it does
-        not wait.  Raises :class:`ValueError` for a code that may not be sent
-        or a reason over 123 bytes of UTF-8.
+        only wait.  Called from the reader greenlet, it does not wait.  Raises
+        :class:`ValueError` for a code that may not be sent or a reason over
+        123 bytes of UTF-8.
         """
         if not is_sendable_code(code):
             raise ValueError(f"Close code {code} may not be sent (use 1000-1003, 1007-1014 or 3000-4999)")
@@ -431,9 +452,8 @@ class WebsocketClient:
         now = time.time()
         self._close_info = WebsocketCloseInfo(code, reason, now, by_peer)
         self.stats.closed = now
-        self._throttled_until = 0.0
-        self._room.set()  # a paused reader must read the peer's answer within the close period
         self._incoming_ready.set()
+        self._unthrottle()  # a paused reader must read the peer's answer within the close period
         if self._current is not None:
             self._current._fail(WebsocketClosedException(code, reason))
             self._current = None
@@ -443,7 +463,71 @@ class WebsocketClient:
         with contextlib.suppress(WebsocketClosedException):
             self.writer.send_control()
 
-    # ---------------------------------------------------------------- reader
+    # ------------------------------------------------------ reader: event loop
+
+    def _on_readable(self) -> None:
+        """The event loop's callback: the socket is readable (or held bytes wait); runs in the hub, never blocks."""
+        try:
+            self._read_once()
+        except Exception:
+            logger.exception("%r: reader failed", self)
+            self._end_reading()
+
+    def _read_once(self) -> None:
+        if self._leftover and not self._throttled_until:  # what came with the handshake, or was held
+            data, self._leftover = self._leftover, b""
+            self._on_data(data)
+        elif not self._at_eof:
+            try:
+                size = self.writer.raw_socket.recv_into(_READ_BUFFER)  # type: ignore[union-attr]
+            except BlockingIOError:
+                size = -1  # woken for nothing: the loop calls again when data is there
+            except OSError as error:
+                logger.debug("%r: read failed: %s", self, error)
+                size = 0
+            if size > 0:
+                self._received(_READ_BUFFER[:size])
+            elif not size:
+                self._eof()
+        self._after_read()
+
+    def _after_read(self) -> None:
+        """Stop reading, pause, or go on, by the state the last read left."""
+        engine = self._engine
+        # Both close frames exchanged: stop and close TCP first (RFC 6455 section 7.1.1).
+        # After a failure, drain until the peer closes or the close timer drops it.
+        if (engine.state is EngineState.CLOSED and not engine.failed) or (self._at_eof and not self._leftover):
+            self._end_reading()
+            return
+        watcher = self._watcher
+        if self._throttled_until and self._throttle_timer is None:
+            self._throttle_timer = gevent.get_hub().loop.timer(max(self._throttled_until - time.monotonic(), 0.0))
+            self._throttle_timer.start(self._on_throttle_end)
+        if self._must_pause() and (not self._throttled_until or len(self._leftover) >= self._receive_window):
+            watcher.stop()  # TCP pushes back on the peer until the handler reads or the pause ends
+            return
+        if not watcher.active:
+            watcher.start(self._on_readable)
+        if (self._leftover and not self._throttled_until) or self._at_eof:
+            watcher.loop.run_callback(self._on_readable)  # held bytes: parse them without waiting for more
+
+    def _on_throttle_end(self) -> None:
+        self._throttle_timer = None
+        self._throttled_until = 0.0
+        self._resume()
+
+    def _end_reading(self) -> None:
+        watcher, self._watcher = self._watcher, None
+        if watcher is None:
+            return
+        watcher.stop()
+        watcher.close()
+        if self._throttle_timer is not None:
+            self._throttle_timer.stop()
+            self._throttle_timer = None
+        self._finish()
+
+    # ---------------------------------------------------------- reader: greenlet
 
     def _read_loop(self) -> None:
         # Every reader receives into one shared buffer: a parked reader holds no
@@ -454,12 +538,10 @@ class WebsocketClient:
         buffer = _READ_BUFFER
         engine = self._engine
         try:
-            # Both close frames exchanged: stop and close TCP first (RFC 6455 section 7.1.1).
-            # After a failure, drain until the peer closes or the close timer drops it.
             while engine.state is not EngineState.CLOSED or engine.failed:
                 if self._must_pause():
                     self._pause()
-                elif self._leftover:  # what came with the handshake, or was held during a pause
+                elif self._leftover:
                     data, self._leftover = self._leftover, b""
                     self._on_data(data)
                 elif self._at_eof:
@@ -475,6 +557,47 @@ class WebsocketClient:
             logger.exception("%r: reader failed", self)
         finally:
             self._finish()
+
+    def _pause(self) -> None:
+        """One pause of the reader greenlet: the receive window is full, or the rate limit asked for a pause."""
+        assert self._room is not None
+        pause = self._throttled_until - time.monotonic()
+        if self._throttled_until and pause <= 0:
+            self._throttled_until = 0.0
+            return
+        if pause <= 0 or self._at_eof or len(self._leftover) >= self._receive_window:
+            self._room.clear()
+            self._room.wait(pause if pause > 0 else None)
+            return
+        size = -1
+        with gevent.Timeout(pause, False):
+            size = self._socket.recv_into(_READ_BUFFER)
+        if size > 0:
+            self._received(_READ_BUFFER[:size])
+        elif size == 0:
+            self._eof()
+
+    # ------------------------------------------------------------- received
+
+    def _received(self, data: memoryview) -> None:
+        """Bytes read: parsed now, or held unparsed while throttled.
+
+        While throttled the reader keeps moving what arrives into held bytes,
+        up to the receive window: TCP still pushes back on the peer, but a
+        peer that hangs up is noticed at once (its fd released), and after a
+        close the peer's answer is read within the close period.  The held
+        bytes are parsed, and paid for, when the pause ends.
+        """
+        if self._throttled_until and self._close_info is None:
+            self._leftover += data  # copied before anything can switch greenlets
+        else:
+            self._on_data(data)
+
+    def _eof(self) -> None:
+        """The peer is gone: parse what is held, unthrottled, then finish."""
+        self._at_eof = True
+        self._throttled_until = 0.0
+        self._rate_limit = None
 
     def _on_data(self, data: bytes | memoryview) -> None:
         stats = self.stats
@@ -500,13 +623,30 @@ class WebsocketClient:
                 self._on_failure(event)  # type: ignore[arg-type]
                 answer = True
         if answer:
-            self._send_control()  # pongs, the close echo, the close of a failure
-            if self._engine.failed:
-                self._half_close()
+            self._answer()
         if self._rate_limit is not None and self._close_info is None:
             delay = self._rate_limit.throttle(self, len(data), stats.frames_received - frames_before)
             if delay:
                 self._throttled_until = time.monotonic() + delay
+
+    def _answer(self) -> None:
+        """Write the pongs, the close echo or the close of a failure the engine queued.
+
+        The event-loop reader may not block: what the socket does not take at
+        once is finished by a greenlet of its own.
+        """
+        if self._watcher is not None and not self.writer.send_control_nowait():
+            gevent.spawn(self._answer_blocking)
+        else:
+            if self._watcher is None:
+                self._send_control()
+            if self._engine.failed:
+                self._half_close()
+
+    def _answer_blocking(self) -> None:
+        self._send_control()
+        if self._engine.failed:
+            self._half_close()
 
     def _on_message_data(self, event: Data) -> None:
         stats = self.stats
@@ -537,44 +677,32 @@ class WebsocketClient:
             stats.last_data_read = stats.last_read
 
     def _queue(self, message: WebsocketMessage) -> None:
+        if self._incoming is None:
+            self._incoming = deque()
         self._incoming.append(message)
         self._incoming_ready.set()
 
     def _consumed(self, size: int) -> None:
         self._unread -= size
         if self._unread < self._receive_window:
-            self._room.set()  # wakes a reader paused on a full window
+            self._resume()
 
     def _must_pause(self) -> bool:
         return self._close_info is None and (bool(self._throttled_until) or self._unread >= self._receive_window)
 
-    def _pause(self) -> None:
-        """One pause of the reader: the receive window is full, or the rate limit asked for a pause.
+    def _unthrottle(self) -> None:
+        self._throttled_until = 0.0
+        if self._throttle_timer is not None:
+            self._throttle_timer.stop()
+            self._throttle_timer = None
+        self._resume()
 
-        While throttled the reader keeps moving what arrives into held bytes,
-        unparsed, up to the receive window: TCP still pushes back on the
-        peer, but a peer that hangs up is noticed at once (its fd released),
-        and after a close the peer's answer wakes the reader (the close
-        period holds).  The held bytes are parsed, and paid for, when the
-        pause ends.
-        """
-        pause = self._throttled_until - time.monotonic()
-        if self._throttled_until and pause <= 0:
-            self._throttled_until = 0.0
-            return
-        if pause <= 0 or self._at_eof or len(self._leftover) >= self._receive_window:
-            self._room.clear()
-            self._room.wait(pause if pause > 0 else None)
-            return
-        size = -1
-        with gevent.Timeout(pause, False):
-            size = self._socket.recv_into(_READ_BUFFER)
-        if size > 0:
-            self._leftover += _READ_BUFFER[:size]  # copied before anything can switch greenlets
-        elif size == 0:
-            self._at_eof = True  # the peer is gone: parse what is held, unthrottled, then finish
-            self._throttled_until = 0.0
-            self._rate_limit = None
+    def _resume(self) -> None:
+        """Reading may go on (room in the window, a pause over, a close begun): wake the paused reader."""
+        if self._room is not None:
+            self._room.set()
+        elif self._watcher is not None and (not self._watcher.active or self._leftover):
+            self._watcher.loop.run_callback(self._on_readable)
 
     def _on_pong(self, event: Pong) -> None:
         self.stats.frames_received += 1
@@ -617,6 +745,12 @@ class WebsocketClient:
             self._socket.close()
         self._closed.set()
         callbacks, self._close_callbacks = self._close_callbacks, []
+        if callbacks and gevent.getcurrent() is gevent.get_hub():
+            gevent.spawn(self._run_close_callbacks, callbacks)  # they may block; the loop may not
+        else:
+            self._run_close_callbacks(callbacks)
+
+    def _run_close_callbacks(self, callbacks: list[CloseCallback]) -> None:
         for callback in callbacks:
             self._run_close_callback(callback)
 

@@ -76,6 +76,7 @@ class Writer:
         "_message_lock",
         "_partial",
         "_partial_frames",
+        "_partial_message",
         "_lost",
     )
 
@@ -99,7 +100,13 @@ class Writer:
         self._message_lock = Semaphore()
         self._partial: memoryview | None = None  # the rest of a frame write_nowait() began
         self._partial_frames = 0
+        self._partial_message = False  # the partial write is a message (counted when done), not control frames
         self._lost = False
+
+    @property
+    def raw_socket(self) -> stdlib_socket.socket | None:
+        """The OS socket under a plain gevent socket (non-blocking), or ``None`` under TLS."""
+        return self._raw
 
     @property
     def is_busy(self) -> bool:
@@ -177,8 +184,7 @@ class Writer:
             self._stats.frames_sent += message.frame_count
             self._count_message()
         elif written:
-            self._partial = memoryview(wire)[written:]
-            self._partial_frames = message.frame_count
+            self._keep_partial(memoryview(wire)[written:], message.frame_count, True)
         return written
 
     def flush(self) -> None:
@@ -195,6 +201,36 @@ class Writer:
             if frames:
                 self._write([b"".join(frames)] if len(frames) > 1 else frames, len(frames))
                 self._stats.pongs_sent += sum(frame[0] == _PONG_FIN for frame in frames)
+            else:
+                self._flush_partial()
+
+    def send_control_nowait(self) -> bool:
+        """Write the queued control frames now, without blocking; for the event-loop reader.
+
+        False when :meth:`send_control` must finish the job from a greenlet:
+        a write is in progress, the socket took only part (the writer keeps
+        the rest, as for :meth:`write_nowait`), or the socket is TLS.
+        """
+        if self._write_lock.locked() or self._partial is not None or self._raw is None:
+            return False
+        frames = self._engine.data_to_send()
+        if not frames:
+            return True
+        data = b"".join(frames)
+        try:
+            written = self._send_nowait([data])
+        except OSError as error:
+            self._fail(error)  # TCP is dropped: the reader finishes with 1006
+            return True
+        self._stats.pongs_sent += sum(frame[0] == _PONG_FIN for frame in frames)
+        if written == len(data):
+            self._sent(written)
+            self._stats.frames_sent += len(frames)
+            return True
+        if written:
+            self._sent(written)
+        self._keep_partial(memoryview(data)[written:], len(frames), False)
+        return False
 
     def send_ping(self, payload: bytes) -> None:
         """Queue a ping in the engine and write it; raises :class:`~geventws.WebsocketClosedException` once closing."""
@@ -232,6 +268,11 @@ class Writer:
         self._sent(total)
         self._stats.frames_sent += frames
 
+    def _keep_partial(self, rest: memoryview, frames: int, is_message: bool) -> None:
+        self._partial = rest
+        self._partial_frames = frames
+        self._partial_message = is_message
+
     def _flush_partial(self) -> None:
         partial, self._partial = self._partial, None
         if partial is None:
@@ -242,7 +283,8 @@ class Writer:
             raise self._fail(error) from error
         self._sent(len(partial))
         self._stats.frames_sent += self._partial_frames
-        self._count_message()
+        if self._partial_message:
+            self._count_message()
 
     def _send_nowait(self, buffers: Sequence[bytes | memoryview]) -> int:
         """One non-blocking send (gathered for several buffers) on the OS socket: bytes written, -1 under TLS."""
