@@ -63,6 +63,7 @@ class ServerSpec:
     args: tuple[str, ...] = ()
     deflate: bool = True  # can run the deflate cells
     note: str = ""
+    pythonpath: str | None = None  # put first on the server's PYTHONPATH (--versus: another geventws)
 
 
 SERVERS = [
@@ -233,8 +234,16 @@ class ServerProcess:
         if deflate:
             args.append("--deflate")
         self._log = open(self.log_path, "w")  # noqa: SIM115 - closed in __exit__
+        env = None
+        if spec.pythonpath:
+            env = {**os.environ, "PYTHONPATH": os.pathsep.join([spec.pythonpath, os.environ.get("PYTHONPATH", "")])}
         self.proc = subprocess.Popen(
-            args, stdout=subprocess.PIPE, stderr=self._log, preexec_fn=lambda: child_setup(core), cwd=str(BENCH.parent)
+            args,
+            stdout=subprocess.PIPE,
+            stderr=self._log,
+            preexec_fn=lambda: child_setup(core),
+            cwd=str(BENCH.parent),
+            env=env,
         )
         self.config: dict[str, Any] = {}
 
@@ -361,6 +370,18 @@ def snapshot_geventws(into: Path) -> dict[str, Any]:
         "commit": _git("rev-parse", "--short", "HEAD"),
         "local_changes": bool(_git("status", "--porcelain", "--", "geventws")),
     }
+
+
+def export_geventws(ref: str, into: Path) -> ServerSpec:
+    """geventws as of git ``ref`` (its C extension built), as a server of its own: A/B runs in one matrix."""
+    into.mkdir(parents=True)
+    archive = subprocess.run(["git", "archive", ref], cwd=BENCH.parent, capture_output=True, check=True)
+    subprocess.run(["tar", "-x", "-C", str(into)], input=archive.stdout, check=True)
+    subprocess.run(
+        [sys.executable, "setup.py", "-q", "build_ext", "--inplace"], cwd=into, capture_output=True, check=False
+    )
+    commit = _git("rev-parse", "--short", ref) or ref
+    return ServerSpec(f"geventws@{commit}", "geventws_server.py", note=f"geventws as of {ref}", pythonpath=str(into))
 
 
 def probe_geventws_deflate() -> bool:
@@ -675,6 +696,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help="import geventws from the work tree in every cell instead of a snapshot taken at the start",
     )
     parser.add_argument("--no-baseline", action="store_true", help="do not add websockets-asyncio automatically")
+    parser.add_argument(
+        "--versus",
+        action="append",
+        default=[],
+        metavar="GITREF",
+        help="also run geventws as of this git ref (e.g. main~3), as server geventws@<commit>: A/B in one run",
+    )
     parser.add_argument("--list", action="store_true", help="print the cells and servers and exit")
     parser.add_argument("--out", default=str(RESULTS), help="folder for <timestamp>.json and .md")
     opts = parser.parse_args(argv)
@@ -742,6 +770,8 @@ def main(argv: list[str] | None = None) -> int:
         source = {"snapshot": None}
         if not opts.live_geventws:
             source = snapshot_geventws(Path(work) / "snapshot")
+        for index, ref in enumerate(opts.versus):
+            servers.append(export_geventws(ref, Path(work) / f"versus-{index}"))
         log_dir = Path(work) / "logs"
         log_dir.mkdir()
         deflate_ok = {spec.name: spec.deflate for spec in servers}

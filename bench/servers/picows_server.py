@@ -10,7 +10,6 @@ Broadcast loops over the connected transports with ``WSTransport.send``
 
 from __future__ import annotations
 
-import asyncio
 import logging
 
 import picows
