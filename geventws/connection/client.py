@@ -42,6 +42,7 @@ from typing import Protocol as TypingProtocol
 import gevent
 import greenlet
 from gevent.event import Event
+from gevent.hub import Waiter
 
 from ..protocol.close import CloseCode, WebsocketClosedException, WebsocketCloseInfo, is_sendable_code
 from ..protocol.engine import EngineState, ProtocolEngine
@@ -151,6 +152,7 @@ class WebsocketClient:
         "_rate_limit",
         "_incoming",
         "_incoming_ready",
+        "_waiter",
         "_current",
         "_unread",
         "_room",
@@ -210,6 +212,7 @@ class WebsocketClient:
         self.writer = Writer(sock, engine, self.stats, self._closed_error, write_timeout)
         self._incoming: deque[WebsocketMessage] | None = None  # made with the first message
         self._incoming_ready = Event()
+        self._waiter: Waiter[Any] | None = None  # the handler waiting for a message, woken by the event loop
         self._current: WebsocketMessage | None = None
         self._unread = 0
         self._room: Event | None = None  # the reader greenlet's: set while it may read
@@ -306,13 +309,43 @@ class WebsocketClient:
         while not incoming:
             if self._close_info is not None:
                 return None
-            self._incoming_ready.clear()
-            if not self._incoming_ready.wait(timeout):
-                raise TimeoutError("No message within the timeout")
+            self._wait_for_message(timeout)
             incoming = self._incoming
         message = incoming.popleft()
         self._consumed(MESSAGE_COST)
         return message
+
+    def _wait_for_message(self, timeout: float | None) -> None:
+        """Block until a message or the close arrives; :class:`TimeoutError` after ``timeout`` seconds.
+
+        With the event-loop reader, the loop switches straight to the one
+        waiting handler once it parsed a message (no event, no callback
+        round); other waiters, and the reader greenlet, use an event.
+        """
+        if self._watcher is None or self._waiter is not None:
+            self._incoming_ready.clear()
+            if not self._incoming_ready.wait(timeout):
+                raise TimeoutError("No message within the timeout")
+            return
+        waiter = self._waiter = Waiter()
+        timer = gevent.Timeout._start_new_or_dummy(timeout)
+        try:
+            waiter.get()
+        except gevent.Timeout as expired:
+            if expired is not timer:
+                raise
+            raise TimeoutError("No message within the timeout") from None
+        finally:
+            if self._waiter is waiter:
+                self._waiter = None
+            timer.close()
+
+    def _wake_waiter(self) -> None:
+        """From the event loop, after a read: hand over to the waiting handler if it has something to take."""
+        waiter = self._waiter
+        if waiter is not None and (self._incoming or self._close_info is not None):
+            self._waiter = None
+            waiter.switch(None)
 
     def __iter__(self) -> Iterator[WebsocketMessage]:
         """The messages until the connection closes."""
@@ -453,6 +486,9 @@ class WebsocketClient:
         self._close_info = WebsocketCloseInfo(code, reason, now, by_peer)
         self.stats.closed = now
         self._incoming_ready.set()
+        waiter, self._waiter = self._waiter, None
+        if waiter is not None:
+            gevent.get_hub().loop.run_callback(waiter.switch, None)
         self._unthrottle()  # a paused reader must read the peer's answer within the close period
         if self._current is not None:
             self._current._fail(WebsocketClosedException(code, reason))
@@ -472,6 +508,7 @@ class WebsocketClient:
         except Exception:
             logger.exception("%r: reader failed", self)
             self._end_reading()
+        self._wake_waiter()
 
     def _read_once(self) -> None:
         if self._leftover and not self._throttled_until:  # what came with the handshake, or was held
