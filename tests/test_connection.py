@@ -108,6 +108,22 @@ def test_messages_arrive_in_order_with_their_type(pair):
     assert client.stats.messages_received == 3
 
 
+def test_a_message_that_arrived_whole_reads_as_one_chunk_and_pays_back_the_window_once(pair):
+    client, peer = pair(receive_window=1000)
+    peer.send(masked_frame(0x2, bytes(600)) + masked_frame(0x1, b"after"))
+    first = client.receive(5)
+    assert first.is_complete
+    assert first.read() == bytes(600)
+    assert first.read() is None
+    assert first.buffer() == b""  # the rest of it: nothing
+    second = client.receive(5)
+    assert second.buffer() == "after" and second.buffer() == "after"
+    assert list(second) == []
+    for _ in range(20):  # read messages give their room back: a leak would pause the reader within two
+        peer.send(masked_frame(0x2, bytes(600)))
+        assert len(client.receive(5).buffer()) == 600
+
+
 def test_a_ping_is_answered_while_nobody_reads(pair):
     client, peer = pair()
     peer.send(masked_frame(0x9, b"are you there"))

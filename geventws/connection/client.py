@@ -164,6 +164,7 @@ class WebsocketClient:
         "_ping_counter",
         "_reader",
         "_watcher",
+        "_raw",
         "_throttle_timer",
         "_throttled_until",
         "_at_eof",
@@ -224,6 +225,7 @@ class WebsocketClient:
         self._ping_counter = 0
         self._reader: greenlet.greenlet | None = None
         self._watcher: Any = None  # the event loop's read watcher, on a plain socket
+        self._raw = self.writer.raw_socket
         self._throttle_timer: Any = None
         self._throttled_until = 0.0
         self._at_eof = False
@@ -283,7 +285,7 @@ class WebsocketClient:
     def start(self) -> None:
         """Start reading; the endpoint calls this once the 101 is written."""
         hub = gevent.get_hub()
-        raw = self.writer.raw_socket
+        raw = self._raw
         if raw is not None:
             self._watcher = hub.loop.io(raw.fileno(), 1)
             self._watcher.start(self._on_readable)
@@ -328,7 +330,14 @@ class WebsocketClient:
                 raise TimeoutError("No message within the timeout")
             return
         waiter = self._waiter = Waiter()
-        timer = gevent.Timeout._start_new_or_dummy(timeout)
+        if timeout is None:
+            try:
+                waiter.get()
+            finally:
+                if self._waiter is waiter:
+                    self._waiter = None
+            return
+        timer = gevent.Timeout.start_new(timeout)
         try:
             waiter.get()
         except gevent.Timeout as expired:
@@ -339,13 +348,6 @@ class WebsocketClient:
             if self._waiter is waiter:
                 self._waiter = None
             timer.close()
-
-    def _wake_waiter(self) -> None:
-        """From the event loop, after a read: hand over to the waiting handler if it has something to take."""
-        waiter = self._waiter
-        if waiter is not None and (self._incoming or self._close_info is not None):
-            self._waiter = None
-            waiter.switch(None)
 
     def __iter__(self) -> Iterator[WebsocketMessage]:
         """The messages until the connection closes."""
@@ -504,11 +506,30 @@ class WebsocketClient:
     def _on_readable(self) -> None:
         """The event loop's callback: the socket is readable (or held bytes wait); runs in the hub, never blocks."""
         try:
-            self._read_once()
+            if self._leftover or self._at_eof or self._throttled_until:
+                self._read_once()
+            else:  # the common case, kept short
+                try:
+                    size = self._raw.recv_into(_READ_BUFFER)  # type: ignore[union-attr]
+                except BlockingIOError:
+                    return  # woken for nothing: the loop calls again when data is there
+                except OSError as error:
+                    logger.debug("%r: read failed: %s", self, error)
+                    size = 0
+                if size:
+                    self._on_data(_READ_BUFFER[:size])
+                    if self._must_stop_or_pause():
+                        self._after_read()
+                else:
+                    self._eof()
+                    self._after_read()
         except Exception:
             logger.exception("%r: reader failed", self)
             self._end_reading()
-        self._wake_waiter()
+        waiter = self._waiter
+        if waiter is not None and (self._incoming or self._close_info is not None):
+            self._waiter = None
+            waiter.switch(None)
 
     def _read_once(self) -> None:
         if self._leftover and not self._throttled_until:  # what came with the handshake, or was held
@@ -516,7 +537,7 @@ class WebsocketClient:
             self._on_data(data)
         elif not self._at_eof:
             try:
-                size = self.writer.raw_socket.recv_into(_READ_BUFFER)  # type: ignore[union-attr]
+                size = self._raw.recv_into(_READ_BUFFER)  # type: ignore[union-attr]
             except BlockingIOError:
                 size = -1  # woken for nothing: the loop calls again when data is there
             except OSError as error:
@@ -527,6 +548,15 @@ class WebsocketClient:
             elif not size:
                 self._eof()
         self._after_read()
+
+    def _must_stop_or_pause(self) -> bool:
+        """Whether :meth:`_after_read` has anything to do after a plain read (a cheap check first)."""
+        return bool(
+            self._engine.state is not EngineState.OPEN
+            or self._unread >= self._receive_window
+            or self._throttled_until
+            or self._leftover
+        )
 
     def _after_read(self) -> None:
         """Stop reading, pause, or go on, by the state the last read left."""

@@ -29,7 +29,7 @@ class WebsocketMessage:
     chunks ``bytes``.
     """
 
-    __slots__ = ("is_binary", "_chunks", "_finished", "_error", "_ready", "_consumed", "_value")
+    __slots__ = ("is_binary", "_chunks", "_finished", "_error", "_ready", "_consumed", "_value", "_unpaid")
 
     def __init__(self, is_binary: bool, consumed: Callable[[int], None]) -> None:
         self.is_binary = is_binary
@@ -39,14 +39,20 @@ class WebsocketMessage:
         self._ready: Event | None = None  # made only when a reader has to wait
         self._consumed = consumed
         self._value: str | bytes | None = None
+        self._unpaid = 0  # of a complete message: bytes not yet given back to the receive window
 
     @classmethod
     def complete(cls, is_binary: bool, payload: str | bytes, consumed: Callable[[int], None]) -> WebsocketMessage:
-        """A message that arrived whole in one chunk: the common case, built in one step."""
-        message = cls(is_binary, consumed)
-        if payload:
-            message._chunks.append(payload)
+        """A message that arrived whole in one chunk: the common case, built in one step, without a chunk queue."""
+        message = cls.__new__(cls)
+        message.is_binary = is_binary
+        message._chunks = None  # type: ignore[assignment]
         message._finished = True
+        message._error = None
+        message._ready = None
+        message._consumed = consumed
+        message._value = payload
+        message._unpaid = len(payload)
         return message
 
     @property
@@ -65,6 +71,8 @@ class WebsocketMessage:
         Raises :class:`WebsocketClosedException` when the connection closed
         before the message was complete, and :class:`TimeoutError` on timeout.
         """
+        if self._chunks is None:  # complete on arrival
+            return self._take_whole()
         while not self._chunks:
             if self._finished:
                 return None
@@ -90,6 +98,10 @@ class WebsocketMessage:
         before more is kept; the connection's message size limit applies anyway.
         """
         if self._value is not None:
+            if self._unpaid:
+                self._pay()
+                if limit is not None and len(self._value) > limit:
+                    raise MessageBufferLimitError(limit)
             return self._value
         if self._finished and len(self._chunks) == 1:  # whole already: no join, no copy
             chunk = self._chunks.popleft()
@@ -107,6 +119,18 @@ class WebsocketMessage:
             chunks.append(chunk)
         self._value = "".join(chunks) if self.is_text else b"".join(chunks)  # type: ignore[arg-type]
         return self._value
+
+    def _take_whole(self) -> str | bytes | None:
+        """read() of a message complete on arrival: its payload as one chunk (if any), then the end."""
+        if not self._unpaid:
+            return None
+        self._pay()
+        value, self._value = self._value, self._value[:0]  # type: ignore[index]
+        return value
+
+    def _pay(self) -> None:
+        unpaid, self._unpaid = self._unpaid, 0
+        self._consumed(unpaid)
 
     def __str__(self) -> str:
         value = self.buffer()

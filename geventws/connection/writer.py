@@ -123,7 +123,10 @@ class Writer:
                 if not self._message_lock.locked():
                     self._check_open()
                     buffers, frames = self._engine.encode(data)
-                    self._write(buffers, frames)  # one write, however many frames: nothing gets between them
+                    if frames == 1 and self._partial is None:
+                        self._write_frame(buffers[0])
+                    else:
+                        self._write(buffers, frames)  # one write, however many frames: nothing gets between them
                     self._count_message()
                     return
         with self._message_lock:
@@ -272,6 +275,25 @@ class Writer:
         self._partial = rest
         self._partial_frames = frames
         self._partial_message = is_message
+
+    def _write_frame(self, frame: bytes | memoryview) -> None:
+        """:meth:`_write` of one frame: the path of every small message, kept short."""
+        raw = self._raw
+        try:
+            sent = raw.send(frame) if raw is not None else 0
+        except BlockingIOError:
+            sent = 0
+        except OSError as error:
+            raise self._fail(error) from error
+        if sent < len(frame):
+            try:
+                self._sendall(memoryview(frame)[sent:])
+            except OSError as error:
+                raise self._fail(error) from error
+        stats = self._stats
+        stats.bytes_sent += len(frame)
+        stats.frames_sent += 1
+        stats.last_send = time.time()
 
     def _flush_partial(self) -> None:
         partial, self._partial = self._partial, None
