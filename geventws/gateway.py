@@ -259,7 +259,8 @@ class WebsocketClientGateway:
             self._discard(outbox, error)
             return -1
         if written == len(message.wire):
-            result._succeed(client.id)
+            result.successes.append(client.id)
+            result._resolve()
             self.deliveries += 1
             return -1
         return max(written, 0)

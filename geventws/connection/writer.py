@@ -173,21 +173,29 @@ class Writer:
         frame; the caller makes sure :meth:`flush` runs (in a greenlet of its own).
         Raises :class:`~geventws.WebsocketClosedException` when closed.
         """
-        if self.is_busy or self._raw is None or self._partial is not None:
+        # Kept flat (no helper calls): a broadcast runs this once per client.
+        raw = self._raw
+        if raw is None or self._partial is not None or self._write_lock.locked() or self._message_lock.locked():
             return -1
-        self._check_open()
+        if self._lost or self._engine.state is not EngineState.OPEN:
+            raise self._closed_error()
         wire = message.wire
         try:
-            written = self._send_nowait([wire])
+            written: int = raw.send(wire)
+        except BlockingIOError:
+            written = 0
         except OSError as error:
             raise self._fail(error) from error
         if written:
-            self._sent(written)
-        if written == len(wire):
-            self._stats.frames_sent += message.frame_count
-            self._count_message()
-        elif written:
-            self._keep_partial(memoryview(wire)[written:], message.frame_count, True)
+            stats = self._stats
+            stats.bytes_sent += written
+            stats.last_send = time.time()
+            if written == len(wire):
+                stats.frames_sent += message.frame_count
+                stats.messages_sent += 1
+                stats.last_data_send = stats.last_send
+            else:
+                self._keep_partial(memoryview(wire)[written:], message.frame_count, True)
         return written
 
     def flush(self) -> None:
