@@ -167,6 +167,7 @@ class WebsocketClient:
         "_raw",
         "_throttle_timer",
         "_throttled_until",
+        "_window_full",
         "_at_eof",
         "__weakref__",
     )
@@ -228,6 +229,7 @@ class WebsocketClient:
         self._raw = self.writer.raw_socket
         self._throttle_timer: Any = None
         self._throttled_until = 0.0
+        self._window_full = False  # the reader paused on a full receive window
         self._at_eof = False
 
     def __repr__(self) -> str:
@@ -572,6 +574,7 @@ class WebsocketClient:
             self._throttle_timer.start(self._on_throttle_end)
         if self._must_pause() and (not self._throttled_until or len(self._leftover) >= self._receive_window):
             watcher.stop()  # TCP pushes back on the peer until the handler reads or the pause ends
+            self._window_full = self._unread >= self._receive_window
             return
         if not watcher.active:
             watcher.start(self._on_readable)
@@ -633,6 +636,7 @@ class WebsocketClient:
             self._throttled_until = 0.0
             return
         if pause <= 0 or self._at_eof or len(self._leftover) >= self._receive_window:
+            self._window_full = self._unread >= self._receive_window
             self._room.clear()
             self._room.wait(pause if pause > 0 else None)
             return
@@ -751,7 +755,8 @@ class WebsocketClient:
 
     def _consumed(self, size: int) -> None:
         self._unread -= size
-        if self._unread < self._receive_window:
+        if self._window_full and self._unread < self._receive_window:
+            self._window_full = False
             self._resume()
 
     def _must_pause(self) -> bool:
