@@ -1,4 +1,4 @@
-"""One WebSocket connection after the handshake: the reader greenlet, the writer, the close.
+"""One WebSocket connection after the handshake: the reader, the writer, the close.
 
 Concurrency guarantees:
 
@@ -270,8 +270,9 @@ class WebsocketClient:
     def on_close(self, callback: CloseCallback) -> None:
         """Call ``callback(client, close_info)`` once the connection is closed (at once if it is).
 
-        Callbacks run in the reader greenlet after the socket is closed; an
-        exception is logged and does not stop the other callbacks.
+        Callbacks run after the socket is closed, in the reader greenlet or
+        (with the event-loop reader) a greenlet of their own; an exception is
+        logged and does not stop the other callbacks.
         """
         if self._closed.is_set():
             self._run_close_callback(callback)

@@ -21,7 +21,7 @@ class MessageBufferLimitError(Exception):
 class WebsocketMessage:
     """One text or binary message.
 
-    Chunks are handed over by the connection's reader greenlet as frames arrive,
+    Chunks are handed over by the connection's reader as frames arrive,
     so a handler can start working on a large message before it is complete.
     Reading a chunk gives its size back to the connection's receive window:
     a message nobody reads eventually stops the reader (TCP then pushes back on
@@ -145,7 +145,7 @@ class WebsocketMessage:
         state = "complete" if self._finished else "arriving"
         return f"<WebsocketMessage {kind} {state}>"
 
-    # Called by the reader greenlet only.
+    # Called by the connection's reader only.
 
     def _feed(self, chunk: str | bytes) -> None:
         if chunk:
