@@ -238,6 +238,21 @@ def test_streamed_messages_never_interleave_with_other_messages(pair):
     assert frames == [(0x02, b"a"), (0x80, b"b"), (0x81, b"other")]
 
 
+def test_a_large_message_of_empty_and_full_frames_goes_out_whole_through_a_full_socket(pair):
+    """Gathered writes advance over buffers the socket took in part, empty ones included."""
+    client, peer = pair(split=1000)
+    sender = gevent.spawn(client.stream_binary, [b"", bytes(3 * 1024 * 1024), b"", b"end"])
+    received = b""
+    fin = False
+    while not fin:
+        first, payload = peer.frame()
+        received += payload
+        fin = bool(first & 0x80)
+    sender.join(5)
+    assert sender.successful()
+    assert received == bytes(3 * 1024 * 1024) + b"end"
+
+
 def test_a_write_that_makes_no_progress_drops_the_peer(pair):
     """A peer that stops reading cannot hold a sender forever: the write timeout drops it (1006)."""
     client, peer = pair(write_timeout=0.3)

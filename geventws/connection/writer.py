@@ -266,14 +266,8 @@ class Writer:
         """Write ``buffers`` as one; the caller holds the write lock."""
         if self._partial is not None:
             self._flush_partial()
-        if len(buffers) > _IOV_MAX:  # sendmsg takes at most IOV_MAX buffers
-            buffers = [b"".join(buffers)]
-        total = sum(map(len, buffers)) if len(buffers) > 1 else len(buffers[0])
         try:
-            sent = self._send_nowait(buffers)
-            if sent < total:
-                rest = buffers[0] if len(buffers) == 1 else b"".join(buffers)
-                self._sendall(memoryview(rest)[max(sent, 0) :])
+            total = self._sendall(buffers)
         except OSError as error:
             raise self._fail(error) from error
         self._sent(total)
@@ -295,7 +289,7 @@ class Writer:
             raise self._fail(error) from error
         if sent < len(frame):
             try:
-                self._sendall(memoryview(frame)[sent:])
+                self._sendall([memoryview(frame)[sent:]])
             except OSError as error:
                 raise self._fail(error) from error
         stats = self._stats
@@ -308,7 +302,7 @@ class Writer:
         if partial is None:
             return
         try:
-            self._sendall(partial)
+            self._sendall([partial])
         except OSError as error:
             raise self._fail(error) from error
         self._sent(len(partial))
@@ -322,17 +316,52 @@ class Writer:
         if raw is None:
             return -1
         try:
-            return int(raw.send(buffers[0]) if len(buffers) == 1 else raw.sendmsg(buffers))
+            return int(raw.send(buffers[0]) if len(buffers) == 1 else raw.sendmsg(buffers[:_IOV_MAX]))
         except BlockingIOError:
             return 0
 
-    def _sendall(self, data: bytes | memoryview) -> None:
-        """The blocking rest of a write, with a deadline: a peer that stops reading cannot hold a sender forever."""
-        if self.write_timeout is None:
-            self._socket.sendall(data)
-            return
-        with gevent.Timeout(self.write_timeout, WriteTimeoutError("No progress writing to the peer")):
-            self._socket.sendall(data)
+    def _sendall(self, buffers: Sequence[bytes | memoryview]) -> int:
+        """Write every buffer, blocking as needed; returns the bytes written.
+
+        On the OS socket: gathered non-blocking sends, advancing over the
+        buffers without joining them, waiting for writability in between.
+        gevent's ``sendall`` costs a Python loop and a wrapper call per send
+        and takes one buffer only (a join, a copy of the whole batch).  A
+        wait that sees no progress for ``write_timeout`` seconds fails the
+        write: a peer that stops reading cannot hold a sender forever.
+        """
+        total = sum(map(len, buffers)) if len(buffers) > 1 else len(buffers[0])
+        if self._raw is None:  # TLS: the SSL object must do the writing
+            data = buffers[0] if len(buffers) == 1 else b"".join(buffers)
+            with gevent.Timeout._start_new_or_dummy(
+                self.write_timeout, WriteTimeoutError("No progress writing to the peer")
+            ):
+                self._socket.sendall(data)
+            return total
+        pending = [buffer for buffer in buffers if len(buffer)]  # an empty one would never count as sent
+        first = 0
+        while first < len(pending):
+            sent = self._send_nowait(pending[first:])
+            if not sent:
+                self._wait_writable()
+                continue
+            while sent:  # drop what went out; cut into the buffer it ended in
+                size = len(pending[first])
+                if sent >= size:
+                    sent -= size
+                    first += 1
+                else:
+                    pending[first] = memoryview(pending[first])[sent:]
+                    sent = 0
+        return total
+
+    def _wait_writable(self) -> None:
+        assert self._raw is not None
+        gevent.socket.wait_write(
+            self._raw.fileno(),
+            timeout=self.write_timeout,
+            timeout_exc=WriteTimeoutError("No progress writing to the peer"),
+        )
 
     def _sent(self, nbytes: int) -> None:
         self._stats.bytes_sent += nbytes
