@@ -201,3 +201,38 @@ def test_the_seeds_positional_forms_still_work_with_a_deprecation_warning(tmp_pa
         endpoint = geventws.Websocket(server, None, None, lambda c, rq, rs: None, None, geventws.Rfc6455ClientFactory())
     assert router.logger.name == "geventws.router" and root.root == str(tmp_path)
     assert endpoint.clients == frozenset()
+
+
+STOP_WITH_OPEN_CONNECTIONS = """
+import logging, sys
+from gevent import monkey
+monkey.patch_all()
+import gevent, websocket
+from geventws import Server, Websocket
+
+def hold(client, request, response):
+    client.receive()
+
+server = Server(logging.getLogger("x"))
+server.expose(("127.0.0.1", 0))
+server.start(Websocket(server, None, None, hold))
+port = server.addresses[0][1]
+clients = [websocket.create_connection(f"ws://127.0.0.1:{port}/", timeout=5) for _ in range(3)]
+gevent.sleep(0.1)
+server.stop(timeout=0.1)  # the handlers are killed and their sockets closed
+gevent.get_hub().loop.reinit()  # as after a fork: the loop re-registers every watched descriptor
+gevent.sleep(0.1)
+print("survived")
+"""
+
+
+def test_stopping_with_open_connections_leaves_no_closed_socket_watched():
+    """The event loop must never watch a closed descriptor: libev aborts the whole process."""
+    import subprocess
+    import sys
+
+    done = subprocess.run(
+        [sys.executable, "-c", STOP_WITH_OPEN_CONNECTIONS], capture_output=True, text=True, timeout=60
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.strip() == "survived"

@@ -159,6 +159,7 @@ class WebsocketClient:
         "_close_info",
         "_close_timer",
         "_closed",
+        "_closed_event",
         "_close_callbacks",
         "_pings",
         "_ping_counter",
@@ -213,14 +214,15 @@ class WebsocketClient:
         #: The one write path (the gateway writes through it too).
         self.writer = Writer(sock, engine, self.stats, self._closed_error, write_timeout)
         self._incoming: deque[WebsocketMessage] | None = None  # made with the first message
-        self._incoming_ready = Event()
+        self._incoming_ready: Event | None = None  # made when a second waiter, or the reader greenlet's, needs it
         self._waiter: Waiter[Any] | None = None  # the handler waiting for a message, woken by the event loop
         self._current: WebsocketMessage | None = None
         self._unread = 0
         self._room: Event | None = None  # the reader greenlet's: set while it may read
         self._close_info: WebsocketCloseInfo | None = None
         self._close_timer: gevent.Greenlet | None = None
-        self._closed = Event()
+        self._closed = False  # the socket is released
+        self._closed_event: Event | None = None  # made when someone waits for that
         self._close_callbacks: list[CloseCallback] = []
         self._pings: list[tuple[bytes, float]] = []  # sent, not yet answered (the last 32)
         self._ping_counter = 0
@@ -274,14 +276,18 @@ class WebsocketClient:
         (with the event-loop reader) a greenlet of their own; an exception is
         logged and does not stop the other callbacks.
         """
-        if self._closed.is_set():
+        if self._closed:
             self._run_close_callback(callback)
         else:
             self._close_callbacks.append(callback)
 
     def wait_closed(self, timeout: float | None = None) -> bool:
         """Wait until the connection is closed and its socket released; False on timeout."""
-        return bool(self._closed.wait(timeout))
+        if self._closed:
+            return True
+        if self._closed_event is None:
+            self._closed_event = Event()
+        return bool(self._closed_event.wait(timeout))
 
     # --------------------------------------------------------------- receive
 
@@ -328,6 +334,8 @@ class WebsocketClient:
         round); other waiters, and the reader greenlet, use an event.
         """
         if self._watcher is None or self._waiter is not None:
+            if self._incoming_ready is None:
+                self._incoming_ready = Event()
             self._incoming_ready.clear()
             if not self._incoming_ready.wait(timeout):
                 raise TimeoutError("No message within the timeout")
@@ -437,12 +445,21 @@ class WebsocketClient:
             raise ValueError("A close reason is at most 123 bytes of UTF-8")
         self._initiate_close(code, reason)
         if gevent.getcurrent() is not self._reader:
-            self._closed.wait()
+            self.wait_closed()
 
     def abort(self) -> None:
-        """Drop TCP without a close frame: the reader sees end of file and finishes (1006)."""
+        """Drop TCP without a close frame: the reader finishes (1006) and the socket is released."""
         with contextlib.suppress(OSError):
             self._socket.shutdown(stdlib_socket.SHUT_RDWR)
+        watcher = self._watcher
+        if watcher is not None and not self._at_eof:
+            # Stop watching at once, not when the loop next sees end of file:
+            # whoever called abort() may close the socket next, and the event
+            # loop must never watch a closed file descriptor (libev aborts the
+            # process).  The reader finishes from the loop, as it would have.
+            self._at_eof = True
+            watcher.stop()
+            watcher.loop.run_callback(self._on_readable)
 
     def _stream(self, chunks: Iterable[Any], kind: type[str] | type[bytes]) -> None:
         writer = self.writer
@@ -490,7 +507,8 @@ class WebsocketClient:
         now = time.time()
         self._close_info = WebsocketCloseInfo(code, reason, now, by_peer)
         self.stats.closed = now
-        self._incoming_ready.set()
+        if self._incoming_ready is not None:
+            self._incoming_ready.set()
         waiter, self._waiter = self._waiter, None
         if waiter is not None:
             gevent.get_hub().loop.run_callback(waiter.switch, None)
@@ -508,6 +526,8 @@ class WebsocketClient:
 
     def _on_readable(self) -> None:
         """The event loop's callback: the socket is readable (or held bytes wait); runs in the hub, never blocks."""
+        if self._watcher is None:
+            return  # a callback scheduled before the reading ended
         try:
             if self._leftover or self._at_eof or self._throttled_until:
                 self._read_once()
@@ -577,7 +597,7 @@ class WebsocketClient:
             watcher.stop()  # TCP pushes back on the peer until the handler reads or the pause ends
             self._window_full = self._unread >= self._receive_window
             return
-        if not watcher.active:
+        if not watcher.active and not self._at_eof:  # after end of file (or abort) the socket is not watched again
             watcher.start(self._on_readable)
         if (self._leftover and not self._throttled_until) or self._at_eof:
             watcher.loop.run_callback(self._on_readable)  # held bytes: parse them without waiting for more
@@ -752,7 +772,8 @@ class WebsocketClient:
         if self._incoming is None:
             self._incoming = deque()
         self._incoming.append(message)
-        self._incoming_ready.set()
+        if self._incoming_ready is not None:
+            self._incoming_ready.set()
 
     def _consumed(self, size: int) -> None:
         self._unread -= size
@@ -816,7 +837,9 @@ class WebsocketClient:
             self._heartbeat.unregister(self)
         with contextlib.suppress(OSError):
             self._socket.close()
-        self._closed.set()
+        self._closed = True
+        if self._closed_event is not None:
+            self._closed_event.set()
         callbacks, self._close_callbacks = self._close_callbacks, []
         if callbacks and gevent.getcurrent() is gevent.get_hub():
             gevent.spawn(self._run_close_callbacks, callbacks)  # they may block; the loop may not
