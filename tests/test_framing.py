@@ -2,6 +2,7 @@
 
 import os
 import struct
+import tracemalloc
 import zlib
 
 import pytest
@@ -14,16 +15,18 @@ from geventws.protocol.engine import LeanEngine
 from geventws.protocol.events import Close, Data, Ping, Pong, ProtocolFailure
 from geventws.protocol.limits import MessageLimits
 from geventws.protocol.masking import HAS_SPEEDUPS, _apply_mask_python, apply_mask
+from geventws.protocol.reader import WHOLE_FRAME_LIMIT, FrameReader, PythonFrameReader
 from geventws.protocol.wsproto_engine import WsprotoEngine
 
 
 @pytest.fixture(params=["speedups", "pure-python"])
-def masking(request, monkeypatch):
-    """Run the engine with the C unmasking and with its pure Python fallback."""
+def reader(request, monkeypatch):
+    """Run the engine with the C reader and with its pure Python fallback (and its pure Python unmasking)."""
     if request.param == "speedups" and not HAS_SPEEDUPS:
         pytest.skip("C speedups not built")
     if request.param == "pure-python":
-        monkeypatch.setattr(geventws.protocol.engine, "apply_mask", _apply_mask_python)
+        monkeypatch.setattr(geventws.protocol.engine, "FrameReader", PythonFrameReader)
+        monkeypatch.setattr(geventws.protocol.reader, "apply_mask", _apply_mask_python)
     return request.param
 
 
@@ -94,7 +97,7 @@ frame = st.builds(
     suppress_health_check=[HealthCheck.function_scoped_fixture],
 )
 @given(frames=st.lists(frame, max_size=8), cuts=st.lists(st.integers(0, 10_000), max_size=6))
-def test_both_engines_agree_on_frame_sequences(masking, frames, cuts):
+def test_both_engines_agree_on_frame_sequences(reader, frames, cuts):
     data = b"".join(frames)
     fast, reference = engines()
     assert summarize(fast, split(data, cuts)) == summarize(reference, [data])
@@ -106,7 +109,7 @@ def test_both_engines_agree_on_frame_sequences(masking, frames, cuts):
     suppress_health_check=[HealthCheck.function_scoped_fixture],
 )
 @given(data=st.binary(max_size=600), cuts=st.lists(st.integers(0, 10_000), max_size=4))
-def test_both_engines_agree_on_arbitrary_bytes(masking, data, cuts):
+def test_both_engines_agree_on_arbitrary_bytes(reader, data, cuts):
     fast, reference = engines()
     ours, theirs = summarize(fast, split(data, cuts)), summarize(reference, [data])
     if ours != theirs:
@@ -120,7 +123,7 @@ def test_both_engines_agree_on_arbitrary_bytes(masking, data, cuts):
         assert longer[:failure] + longer[failure + 1 : -1] == shorter, (ours, theirs)
 
 
-def test_large_frame_is_delivered_as_it_arrives_without_buffering_it_whole(masking):
+def test_large_frame_is_delivered_as_it_arrives_without_buffering_it_whole(reader):
     protocol = LeanEngine(MessageLimits(10 * 2**20, 10 * 2**20), 32768)
     payload = os.urandom(3 * 2**20)
     wire = masked_frame(0x2, payload)
@@ -131,16 +134,75 @@ def test_large_frame_is_delivered_as_it_arrives_without_buffering_it_whole(maski
             sizes.append(len(event.payload))
     assert b"".join(received) == payload
     assert max(sizes) <= 65536
-    assert len(protocol._pending) == 0
+    assert len(protocol._reader.pending) == 0
 
 
-def test_header_over_the_limit_fails_before_any_payload(masking):
+def test_a_frame_up_to_the_whole_frame_limit_is_delivered_whole_however_it_arrives(reader):
+    protocol = LeanEngine(MessageLimits(10 * 2**20, 10 * 2**20), 32768)
+    payload = os.urandom(WHOLE_FRAME_LIMIT)
+    wire = masked_frame(0x2, payload) + masked_frame(0x1, "é".encode() * 1000)
+    events = []
+    for start in range(0, len(wire), 7777):
+        events += protocol.receive(wire[start : start + 7777])
+    assert events[0] == Data(payload, True, True, True)
+    assert "".join(event.payload for event in events[1:]) == "é" * 1000  # text is decoded as it arrives
+
+
+def test_a_header_announcing_a_large_frame_reserves_nothing_before_its_payload(reader):
+    protocol = LeanEngine(MessageLimits(10 * 2**20, 10 * 2**20), 32768)
+    wire = masked_frame(0x2, bytes(WHOLE_FRAME_LIMIT))
+    assert tracemalloc_peak(lambda: protocol.receive(wire[:14])) < 16384
+    assert tracemalloc_peak(lambda: protocol.receive(wire[14:1014])) < 16384  # a few times what arrived, at most
+    assert protocol.receive(wire[1014:]) == [Data(bytes(WHOLE_FRAME_LIMIT), True, True, True)]
+
+
+def tracemalloc_peak(action):
+    tracemalloc.start()
+    try:
+        action()
+        return tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+
+
+client_bytes = st.one_of(
+    st.lists(frame, max_size=8).map(b"".join),
+    st.binary(max_size=600),
+    st.lists(st.one_of(frame, st.binary(max_size=20)), max_size=8).map(b"".join),
+)
+
+
+@pytest.mark.skipif(not HAS_SPEEDUPS, reason="C speedups not built")
+@settings(max_examples=int(os.environ.get("GEVENTWS_DIFF_EXAMPLES", "400")) * 2, deadline=None)
+@given(
+    data=client_bytes,
+    cuts=st.lists(st.integers(0, 10_000), max_size=6),
+    limit=st.sampled_from([0, 3, 100, 4096]),
+    text_only=st.booleans(),
+    compression=st.booleans(),
+    whole=st.sampled_from([0, 5, 64, 1 << 20]),
+)
+def test_the_c_reader_matches_the_python_reader_event_for_event(data, cuts, limit, text_only, compression, whole):
+    """Not only the same messages: the same events, chunk by chunk, the same answers and what is kept."""
+    readers = [
+        kind(limit, limit + 50, text_only, compression, whole) for kind in (FrameReader, PythonFrameReader)
+    ]
+    for chunk in split(data, cuts):
+        results = []
+        for reader in readers:
+            events = []
+            attention = reader.feed(memoryview(bytearray(chunk)), events)
+            results.append((attention, events, reader.pending))
+        assert results[0] == results[1]
+
+
+def test_header_over_the_limit_fails_before_any_payload(reader):
     protocol = LeanEngine(MessageLimits(1000, 1000), 1024)
     events = protocol.receive(struct.pack("!BBQ", 0x82, 0xFF, 2**62) + b"mask")
     assert events == [ProtocolFailure(1009, "Frame of 4611686018427387904 bytes exceeds the limit of 1000")]
 
 
-def test_outgoing_frames_parse_back(masking):
+def test_outgoing_frames_parse_back(reader):
     protocol = LeanEngine(MessageLimits(2**20, 2**20), 1000)
     parts, count = protocol.encode("é" * 1500)
     assert count == 3  # 3000 bytes of UTF-8 cut at 1000 bytes: frames are split by bytes, not characters

@@ -15,13 +15,14 @@ messages) showed wsproto's per-frame machinery -- its byte buffer copies, the
 generator-driven parser, four extension hooks per frame, masking through
 translate tables and frozen-dataclass events -- taking most of the server's
 CPU, and the pure Python unmasking capping large messages at ~100 MB/s.  This
-engine parses every frame of a received chunk in one loop, unmasks with the C
-loop of :mod:`.masking`, copies nothing but the unmasked payload, and reads a
-frame's payload as it arrives, so a large frame is never buffered whole.  It
-checks what wsproto checks (RFC 6455 sections 5 and 7): RSV bits, opcodes,
-masking, minimal length encoding, control frame rules, continuation order,
-UTF-8 of text and close reasons, close codes; plus the size limits before any
-payload is kept, and permessage-deflate through the capped
+engine parses every frame of a received chunk in one call of its
+:mod:`.reader` (C, with a pure Python fallback), which copies nothing but the
+unmasked payload and reads a large frame's payload as it arrives, so it is
+never buffered whole.  Together they check what wsproto checks (RFC 6455
+sections 5 and 7): RSV bits, opcodes, masking, minimal length encoding,
+control frame rules, continuation order, UTF-8 of text and close reasons,
+close codes; plus the size limits before any payload is kept, and
+permessage-deflate through the capped
 :class:`~.deflate.DeflateCodec`.  :class:`~.wsproto_engine.WsprotoEngine`
 remains as the reference it is tested against, byte for byte, and as an
 option of :class:`~geventws.Rfc6455ClientFactory`.
@@ -36,10 +37,10 @@ from typing import Protocol
 
 from .close import is_sendable_code
 from .deflate import DeflateCodec, InflateLimitError
-from .events import Close, Data, Event, Ping, Pong, ProtocolFailure
+from .events import Close, Data, Event, Ping, ProtocolFailure
 from .frames import OPCODE_BINARY, OPCODE_CONTINUATION, OPCODE_TEXT, frame_header, split_frames
 from .limits import MessageLimits
-from .masking import apply_mask
+from .reader import CloseFrame, CompressedChunk, FrameReader, Parsed
 
 _CLOSE, _PING, _PONG = 0x8, 0x9, 0xA
 _Utf8Decoder = codecs.getincrementaldecoder("utf-8")
@@ -147,23 +148,17 @@ class LeanEngine(AnswerQueue):
         deflate: DeflateCodec | None = None,
     ) -> None:
         self.message_size_limit = limits.message_size_limit
-        self.frame_size_limit = limits.frame_size_limit
-        self.text_only = limits.text_only
         self.frame_split_threshold = frame_split_threshold
         super().__init__()
         self._state = EngineState.OPEN
         self._remote_closed = False  # the peer's close frame arrived: nothing more is parsed
-        self._pending = b""  # an incomplete frame header, or control frame
-        # The data frame whose payload is arriving:
-        self._remaining = 0
-        self._mask = b""
-        self._fin = False
-        # The message those frames belong to:
-        self._opcode = 0
-        self._size = 0
-        self._decoder: codecs.IncrementalDecoder | None = None
+        self._reader = FrameReader(
+            limits.frame_size_limit, limits.message_size_limit, limits.text_only, deflate is not None
+        )
         self._deflate = deflate
-        self._compressed = False  # the message arriving is compressed
+        # The compressed message arriving: its inflated size, and the decoder of its text.
+        self._inflated = 0
+        self._decoder: codecs.IncrementalDecoder | None = None
         self._outbound_opcode = 0
         self._outbound_compressed = False
 
@@ -181,107 +176,37 @@ class LeanEngine(AnswerQueue):
         """
         if self._failed or self._remote_closed:
             return []  # after a close frame or an error nothing more is parsed
-        if self._pending:
-            data = self._pending + data
-            self._pending = b""
-        events: list[Event] = []
-        try:
-            self._parse(data, events)
-        except _Failure as failure:
-            self._fail(failure.code, failure.reason)
-            events.append(ProtocolFailure(failure.code, failure.reason))
-        return events
+        events: list[Parsed] = []
+        if self._reader.feed(data, events):
+            self._complete(events)
+        return events  # type: ignore[return-value]  # _complete replaced what was not an Event
+
+    def _complete(self, events: list[Parsed]) -> None:
+        """Finish what the reader leaves to the engine: pongs, close frames, compressed payload, the failure."""
+        for index, event in enumerate(events):
+            if type(event) is Ping:
+                if self._state is EngineState.OPEN:
+                    self._outgoing.append(frame_header(_PONG, len(event.payload)) + event.payload)
+            elif type(event) is ProtocolFailure:
+                self._fail(event.code, event.reason)
+                return
+            elif type(event) is CloseFrame or type(event) is CompressedChunk:
+                try:
+                    if isinstance(event, CloseFrame):
+                        events[index] = self._close_frame(event.payload)
+                    else:
+                        events[index] = self._inflate_chunk(event)
+                except _Failure as failure:
+                    del events[index:]  # the reader went on; the engine stops here
+                    events.append(ProtocolFailure(failure.code, failure.reason))
+                    self._fail(failure.code, failure.reason)
+                    return
 
     def _fail(self, code: int, reason: str) -> None:
         """Fail the connection (RFC 6455 section 7.1.7): queue our close frame, parse nothing more."""
         self._failed = True
         self.send_close(code, reason)
         self._state = EngineState.CLOSED
-
-    def _parse(self, data: bytes | memoryview, events: list[Event]) -> None:
-        view = memoryview(data)
-        pos = 0
-        end = len(data)
-        while pos < end:
-            if self._remaining:  # payload of the current data frame, as much as is here
-                take = min(self._remaining, end - pos)
-                mask = self._mask
-                chunk = apply_mask(view[pos : pos + take], mask)
-                pos += take
-                self._remaining -= take
-                if self._remaining and take & 3:
-                    self._mask = mask[take & 3 :] + mask[: take & 3]
-                self._deliver(chunk, not self._remaining, events)
-                continue
-            if end - pos < 2:
-                break
-            first, second = data[pos], data[pos + 1]
-            opcode = first & 0x0F
-            # Checks run in wsproto's order, so that both engines answer the
-            # same bytes with the same close code (tests/test_framing.py).
-            if opcode >= _CLOSE:
-                if opcode > _PONG:
-                    raise _Failure(1002, f"Reserved opcode {opcode:#x}")
-                if not first & 0x80:
-                    raise _Failure(1002, "Fragmented control frame")
-                if second & 0x7F > 125:
-                    raise _Failure(1002, "Control frame payload over 125 bytes")
-            elif opcode > OPCODE_BINARY:
-                raise _Failure(1002, f"Reserved opcode {opcode:#x}")
-            length = second & 0x7F
-            header = 6
-            if length == 126:
-                if end - pos < 4:
-                    break
-                length = int.from_bytes(view[pos + 2 : pos + 4], "big")
-                header = 8
-                if length < 126:
-                    raise _Failure(1002, "Payload length not minimally encoded")
-            elif length == 127:
-                if end - pos < 10:
-                    break
-                length = int.from_bytes(view[pos + 2 : pos + 10], "big")
-                header = 14
-                if length >> 63:
-                    raise _Failure(1002, "Payload length with the most significant bit set")
-                if length < 65536:
-                    raise _Failure(1002, "Payload length not minimally encoded")
-            if opcode < _CLOSE:
-                self._check_size(opcode, length, bool(first & 0x40))
-            if first & 0x70 and not (first & 0x70 == 0x40 and self._deflate is not None and 1 <= opcode <= 2):
-                # With permessage-deflate RSV1 marks a compressed message on its first frame only.
-                raise _Failure(1002, "Reserved bits set without a negotiated extension")
-            if not second & 0x80:
-                raise _Failure(1002, "Client frames must be masked")
-            if opcode >= _CLOSE:
-                if end - pos < header + length:
-                    break
-                pos += self._control_frame(opcode, length, view[pos : pos + header + length], events)
-                if opcode == _CLOSE:
-                    return
-                continue
-            if end - pos < header:
-                break
-            self._start_data_frame(opcode, bool(first & 0x80), length, bool(first & 0x40))
-            self._mask = bytes(view[pos + header - 4 : pos + header])
-            pos += header
-            if not length:
-                self._deliver(b"", True, events)
-        if pos < end:
-            self._pending = bytes(view[pos:])
-
-    def _control_frame(self, opcode: int, length: int, frame: memoryview, events: list[Event]) -> int:
-        header = len(frame) - length
-        payload = apply_mask(frame[header:], bytes(frame[header - 4 : header]))
-        if opcode == _PING:
-            events.append(Ping(payload))
-            if self._state is EngineState.OPEN:
-                self._outgoing.append(frame_header(_PONG, len(payload)) + payload)
-        elif opcode == _PONG:
-            events.append(Pong(payload))
-        else:
-            events.append(self._close_frame(payload))
-        return len(frame)
 
     def _close_frame(self, payload: bytes) -> Close:
         if not payload:
@@ -303,70 +228,44 @@ class LeanEngine(AnswerQueue):
         self._state = EngineState.CLOSED
         return close
 
-    def _check_size(self, opcode: int, length: int, rsv1: bool) -> None:
-        """Refuse a data frame by its header alone, before any of its payload is kept."""
-        if opcode == OPCODE_BINARY and self.text_only:
-            raise _Failure(1003, "Binary messages are not accepted")
-        if length > self.frame_size_limit:
-            raise _Failure(1009, f"Frame of {length} bytes exceeds the limit of {self.frame_size_limit}")
-        compressed = rsv1 if opcode != OPCODE_CONTINUATION else self._compressed
-        if not compressed:  # compressed sizes are counted as they inflate
-            size = (self._size if opcode == OPCODE_CONTINUATION else 0) + length
-            if size > self.message_size_limit:
-                raise _Failure(1009, f"Message of {size}+ bytes exceeds the limit of {self.message_size_limit}")
-
-    def _start_data_frame(self, opcode: int, fin: bool, length: int, compressed: bool) -> None:
-        if opcode == OPCODE_CONTINUATION:
-            if not self._opcode:
-                raise _Failure(1002, "Continuation frame without a message to continue")
-        else:
-            if self._opcode:
-                raise _Failure(1002, "New message before the previous one finished")
-            self._opcode = opcode
-            self._size = 0
-            self._compressed = compressed
-        if not self._compressed:
-            self._size += length
-        self._remaining = length
-        self._fin = fin
-
-    def _deliver(self, chunk: bytes, frame_finished: bool, events: list[Event]) -> None:
-        message_finished = frame_finished and self._fin
-        if self._compressed:
-            chunk = self._inflate(chunk, message_finished)
-        if self._opcode == OPCODE_BINARY:
-            events.append(Data(chunk, True, frame_finished, message_finished))
+    def _inflate_chunk(self, chunk: CompressedChunk) -> Data:
+        message_finished = chunk.message_finished
+        output = self._inflate(chunk.payload, message_finished)
+        if chunk.is_binary:
+            data = Data(output, True, chunk.frame_finished, message_finished)
         else:
             try:
                 if message_finished and self._decoder is None:
-                    text = chunk.decode("utf-8")  # the whole message in one piece: the common case
+                    text = output.decode("utf-8")  # the whole message in one piece: the common case
                 else:
                     if self._decoder is None:
                         self._decoder = _Utf8Decoder()
-                    text = self._decoder.decode(chunk, message_finished)
+                    text = self._decoder.decode(output, message_finished)
             except UnicodeDecodeError as error:
                 raise _Failure(1007, "Text message is not valid UTF-8") from error
-            events.append(Data(text, False, frame_finished, message_finished))
+            data = Data(text, False, chunk.frame_finished, message_finished)
         if message_finished:
-            self._opcode = 0
+            self._inflated = 0
             self._decoder = None
+        return data
 
     def _inflate(self, chunk: bytes, message_finished: bool) -> bytes:
         """Inflate, never past the message limit: the output is capped, not checked afterwards."""
         assert self._deflate is not None
+        limit = self.message_size_limit
         try:
-            output = self._deflate.inflate(chunk, self.message_size_limit - self._size + 1)
-            self._size += len(output)
-            if self._size <= self.message_size_limit and message_finished:
-                tail = self._deflate.end_inflate(self.message_size_limit - self._size + 1)
-                self._size += len(tail)
+            output = self._deflate.inflate(chunk, limit - self._inflated + 1)
+            self._inflated += len(output)
+            if self._inflated <= limit and message_finished:
+                tail = self._deflate.end_inflate(limit - self._inflated + 1)
+                self._inflated += len(tail)
                 output += tail
         except InflateLimitError:
-            self._size = self.message_size_limit + 1
+            self._inflated = limit + 1
         except zlib.error as error:
             raise _Failure(1007, f"Invalid compressed data: {error}") from error
-        if self._size > self.message_size_limit:
-            raise _Failure(1009, f"Message inflates beyond the limit of {self.message_size_limit} bytes")
+        if self._inflated > limit:
+            raise _Failure(1009, f"Message inflates beyond the limit of {limit} bytes")
         return output
 
     # --------------------------------------------------------------- sending
