@@ -13,9 +13,11 @@ from hypothesis import strategies as st
 import geventws.protocol.engine
 from geventws.protocol.engine import LeanEngine
 from geventws.protocol.events import Close, Data, Ping, Pong, ProtocolFailure
+from geventws.protocol.frames import _single_frame_python
 from geventws.protocol.limits import MessageLimits
 from geventws.protocol.masking import HAS_SPEEDUPS, _apply_mask_python, apply_mask
 from geventws.protocol.reader import WHOLE_FRAME_LIMIT, FrameReader, PythonFrameReader
+from geventws.protocol.speedups import speedups
 from geventws.protocol.wsproto_engine import WsprotoEngine
 
 
@@ -232,6 +234,28 @@ def test_pure_python_unmasking_matches_the_c_loop(data, mask):
     expected = bytes(byte ^ mask[index % 4] for index, byte in enumerate(data))
     assert _apply_mask_python(data, mask) == expected
     assert apply_mask(data, mask) == expected
+
+
+@pytest.mark.skipif(not HAS_SPEEDUPS, reason="C speedups not built")
+@settings(max_examples=300, deadline=None)
+@given(
+    data=st.one_of(st.text(max_size=300), st.binary(max_size=70_000), st.binary(max_size=300).map(bytearray)),
+    limit=st.sampled_from([0, 1, 125, 126, 300, 65535, 65536, 1 << 20]),
+)
+def test_the_c_single_frame_matches_the_python_one(data, limit):
+    expected = _single_frame_python(data, limit)
+    assert speedups.single_frame(data, limit) == expected
+    if expected is not None:
+        assert summarize(LeanEngine(MessageLimits(1 << 20, 1 << 20)), [masked(expected)]) == [
+            ("message", not isinstance(data, str), data if isinstance(data, str) else bytes(data))
+        ]
+
+
+def masked(wire):
+    """A server frame masked with a zero key, so that a server-side parser takes it."""
+    length, start = wire[1] & 0x7F, 2
+    start += {126: 2, 127: 8}.get(length, 0)
+    return bytes([wire[0], 0x80 | wire[1]]) + wire[2:start] + b"\0\0\0\0" + wire[start:]
 
 
 def deflate_engines(limit=1 << 16, **options):

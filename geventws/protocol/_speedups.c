@@ -1,7 +1,9 @@
-/* The hot loops of the receive path, which pure Python cannot run fast:
+/* The protocol engine's hot paths, which pure Python cannot run fast:
  *
  * - apply_mask(): XOR-unmasking (RFC 6455 section 5.3); bytes-at-a-time XOR
  *   in Python tops out at a few hundred MB/s, this runs at memory speed.
+ * - single_frame(): a small outgoing message as one frame, header and payload
+ *   in one allocation (geventws/protocol/frames.py has the Python version).
  * - FrameReader: the reader of geventws/protocol/reader.py in C (the Python
  *   class PythonFrameReader there is its reference and fallback; read it
  *   first, this mirrors it check for check, in the same order).  In Python
@@ -72,6 +74,89 @@ apply_mask(PyObject *self, PyObject *args)
     PyBuffer_Release(&data);
     PyBuffer_Release(&mask);
     return result;
+}
+
+/* ---------------------------------------------------------------- sending */
+
+/* Write the header of an unmasked frame at `out`; returns its length. */
+static Py_ssize_t
+write_header(unsigned char *out, int first, Py_ssize_t length)
+{
+    out[0] = (unsigned char)first;
+    if (length < 126) {
+        out[1] = (unsigned char)length;
+        return 2;
+    }
+    if (length < 65536) {
+        out[1] = 126;
+        out[2] = (unsigned char)(length >> 8);
+        out[3] = (unsigned char)length;
+        return 4;
+    }
+    out[1] = 127;
+    for (int k = 0; k < 8; k++)
+        out[2 + k] = (unsigned char)((uint64_t)length >> (56 - 8 * k));
+    return 10;
+}
+
+static Py_ssize_t
+header_length(Py_ssize_t length)
+{
+    return length < 126 ? 2 : length < 65536 ? 4 : 10;
+}
+
+/* single_frame(data, limit): see frames.single_frame. */
+static PyObject *
+single_frame(PyObject *self, PyObject *args)
+{
+    PyObject *data, *encoded = NULL, *wire = NULL;
+    Py_ssize_t limit;
+    if (!PyArg_ParseTuple(args, "On:single_frame", &data, &limit))
+        return NULL;
+    Py_buffer view;
+    int first;
+    if (PyUnicode_Check(data)) {
+        first = 0x80 | OP_TEXT;
+#if PY_VERSION_HEX < 0x030C0000
+        if (PyUnicode_READY(data) < 0)
+            return NULL;
+#endif
+        if (PyUnicode_GET_LENGTH(data) > limit) /* a character is at least one byte */
+            Py_RETURN_NONE;
+        if (PyUnicode_IS_ASCII(data)) { /* its characters are its UTF-8 */
+            Py_ssize_t length = PyUnicode_GET_LENGTH(data);
+            wire = PyBytes_FromStringAndSize(NULL, header_length(length) + length);
+            if (wire != NULL) {
+                unsigned char *out = (unsigned char *)PyBytes_AS_STRING(wire);
+                memcpy(out + write_header(out, first, length), PyUnicode_DATA(data), length);
+            }
+            return wire;
+        }
+        encoded = PyUnicode_AsUTF8String(data);
+        if (encoded == NULL)
+            return NULL;
+        data = encoded;
+    }
+    else {
+        first = 0x80 | OP_BINARY;
+    }
+    if (PyObject_GetBuffer(data, &view, PyBUF_SIMPLE) < 0) {
+        Py_XDECREF(encoded);
+        return NULL;
+    }
+    if (view.len > limit) {
+        wire = Py_NewRef(Py_None);
+    }
+    else {
+        wire = PyBytes_FromStringAndSize(NULL, header_length(view.len) + view.len);
+        if (wire != NULL) {
+            unsigned char *out = (unsigned char *)PyBytes_AS_STRING(wire);
+            memcpy(out + write_header(out, first, view.len), view.buf, view.len);
+        }
+    }
+    PyBuffer_Release(&view);
+    Py_XDECREF(encoded);
+    return wire;
 }
 
 /* ------------------------------------------------------------------ events */
@@ -651,6 +736,8 @@ static PyTypeObject FrameReader_type = {
 
 static PyMethodDef methods[] = {
     {"apply_mask", apply_mask, METH_VARARGS, "XOR data with a repeated 4-byte mask; returns new bytes."},
+    {"single_frame", single_frame, METH_VARARGS,
+     "single_frame(data, limit) -> bytes | None: a whole message as one server frame, if its payload fits."},
     {"set_event_types", set_event_types, METH_VARARGS,
      "set_event_types(Data, Ping, Pong, ProtocolFailure, CloseFrame, CompressedChunk): the classes FrameReader makes."},
     {NULL, NULL, 0, NULL},

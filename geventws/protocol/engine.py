@@ -38,7 +38,7 @@ from typing import Protocol
 from .close import is_sendable_code
 from .deflate import DeflateCodec, InflateLimitError
 from .events import Close, Data, Event, Ping, ProtocolFailure
-from .frames import OPCODE_BINARY, OPCODE_CONTINUATION, OPCODE_TEXT, frame_header, split_frames
+from .frames import OPCODE_BINARY, OPCODE_CONTINUATION, OPCODE_TEXT, frame_header, single_frame, split_frames
 from .limits import MessageLimits
 from .reader import CloseFrame, CompressedChunk, FrameReader, Parsed
 
@@ -272,7 +272,12 @@ class LeanEngine(AnswerQueue):
 
     def encode(self, data: str | bytes, fin: bool = True) -> Frames:
         """The frames of a whole message or of the next streamed chunk (see :class:`ProtocolEngine`)."""
-        self._check_sendable()
+        if self._state is not EngineState.OPEN:
+            raise RuntimeError("The connection is closing")
+        if fin and not self._outbound_opcode and self._deflate is None:
+            wire = single_frame(data, self.frame_split_threshold)  # a whole message in one frame: one buffer
+            if wire is not None:
+                return [wire], 1
         is_text = isinstance(data, str)
         payload = data.encode("utf-8") if isinstance(data, str) else data
         first = not self._outbound_opcode

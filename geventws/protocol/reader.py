@@ -34,7 +34,8 @@ from collections.abc import Callable
 from typing import NamedTuple, Protocol, Union
 
 from .events import Data, Event, Ping, Pong, ProtocolFailure
-from .masking import HAS_SPEEDUPS, apply_mask
+from .masking import apply_mask
+from .speedups import speedups
 
 _CLOSE, _PING, _PONG = 0x8, 0x9, 0xA
 _CONTINUATION, _TEXT, _BINARY = 0x0, 0x1, 0x2
@@ -276,13 +277,7 @@ class PythonFrameReader:
             self._decoder = None
 
 
-FrameReader: Callable[[int, int, bool, bool], Reader]
-if HAS_SPEEDUPS:
-    try:
-        from ._speedups import FrameReader, set_event_types  # type: ignore[no-redef]
-    except ImportError:  # pragma: no cover - an extension built before the reader existed
-        FrameReader = PythonFrameReader
-    else:
-        set_event_types(Data, Ping, Pong, ProtocolFailure, CloseFrame, CompressedChunk)
-else:
-    FrameReader = PythonFrameReader
+FrameReader: Callable[[int, int, bool, bool], Reader] = PythonFrameReader
+if speedups is not None:
+    speedups.set_event_types(Data, Ping, Pong, ProtocolFailure, CloseFrame, CompressedChunk)
+    FrameReader = speedups.FrameReader
