@@ -654,6 +654,11 @@ FrameReader_feed(FrameReader *self, PyObject *args)
         memcpy(head + kept, data, added);
         status = parse_head(self, head, kept + added, events, &attention, &data_header);
         if (status == NEED_MORE) { /* `head` holds any head whole: this read ended first */
+            if (kept + added > MAX_PENDING) {
+                PyErr_SetString(PyExc_SystemError, "frame head longer than the longest head");
+                status = ERROR;
+                goto done;
+            }
             memcpy(self->pending + kept, data, added);
             self->pending_len = kept + added;
             goto done;
@@ -701,8 +706,10 @@ FrameReader_feed(FrameReader *self, PyObject *args)
     status = 0;
 done:
     PyBuffer_Release(&view);
-    if (status == ERROR)
+    if (status == ERROR) {
+        self->stopped = 1; /* out of memory, say: the state may be half updated, parse nothing more */
         return NULL;
+    }
     if (status == STOPPED)
         attention = 1;
     return PyBool_FromLong(attention);
