@@ -245,24 +245,25 @@ typedef struct {
      * (a negative value exceeds everything, like in Python). */
     PyObject *frame_limit_obj, *message_limit_obj;
     long long frame_limit, message_limit, whole_limit;
-    char text_only, compression;
-    char stopped; /* a close frame or a failure: nothing more is parsed */
-    /* An incomplete frame head, kept between reads. */
-    unsigned char pending[MAX_PENDING];
+    /* An incomplete frame head, kept between reads (allocated only then: an
+     * idle connection keeps none). */
+    unsigned char *pending;
     Py_ssize_t pending_len;
     /* The data frame whose payload is arriving. */
     uint64_t remaining;
-    unsigned char mask[4]; /* rotated: mask[0] applies to the next payload byte */
-    char fin;
-    char assembling;         /* the frame is delivered whole, in `whole` */
-    PyObject *whole;         /* bytes of `whole_size` bytes, the first `whole_filled` unmasked */
+    PyObject *whole; /* a frame delivered whole: bytes of `whole_size`, the first `whole_filled` unmasked */
     Py_ssize_t whole_filled, whole_size, whole_length;
+    unsigned char mask[4]; /* rotated: mask[0] applies to the next payload byte */
     /* The message those frames belong to. */
-    int opcode; /* 0 between messages */
     uint64_t size;
-    char compressed;
+    int opcode; /* 0 between messages */
     unsigned char carry[4]; /* the start of a character split across frames or reads */
-    Py_ssize_t carry_len;
+    unsigned char carry_len;
+    char compressed;
+    char fin;
+    char assembling; /* the frame is delivered whole, in `whole` */
+    char text_only, compression;
+    char stopped; /* a close frame or a failure: nothing more is parsed */
 } FrameReader;
 
 static long long
@@ -316,6 +317,7 @@ FrameReader_dealloc(FrameReader *self)
     Py_XDECREF(self->frame_limit_obj);
     Py_XDECREF(self->message_limit_obj);
     Py_XDECREF(self->whole);
+    PyMem_Free(self->pending);
     Py_TYPE(self)->tp_free((PyObject *)self);
 }
 
@@ -418,7 +420,7 @@ deliver_text(FrameReader *self, const unsigned char *masked, Py_ssize_t n, int f
         PyErr_SetString(PyExc_SystemError, "incomplete UTF-8 character over 4 bytes");
     }
     if (text != NULL) {
-        self->carry_len = total - consumed;
+        self->carry_len = (unsigned char)(total - consumed);
         memcpy(self->carry, buffer + consumed, self->carry_len);
     }
     if (buffer != small)
@@ -632,6 +634,20 @@ assemble(FrameReader *self, const unsigned char *masked, Py_ssize_t n, PyObject 
     return deliver_bytes(self, chunk, 1, events, attention);
 }
 
+/* Keep the incomplete frame head `head` until the next read. */
+static int
+keep(FrameReader *self, const unsigned char *head, Py_ssize_t length)
+{
+    self->pending = PyMem_Malloc(MAX_PENDING);
+    if (self->pending == NULL) {
+        PyErr_NoMemory();
+        return ERROR;
+    }
+    memcpy(self->pending, head, length);
+    self->pending_len = length;
+    return 0;
+}
+
 static PyObject *
 FrameReader_feed(FrameReader *self, PyObject *args)
 {
@@ -652,6 +668,9 @@ FrameReader_feed(FrameReader *self, PyObject *args)
         Py_ssize_t added = end < MAX_PENDING ? end : MAX_PENDING;
         memcpy(head, self->pending, kept);
         memcpy(head + kept, data, added);
+        self->pending_len = 0;
+        PyMem_Free(self->pending);
+        self->pending = NULL;
         status = parse_head(self, head, kept + added, events, &attention, &data_header);
         if (status == NEED_MORE) { /* `head` holds any head whole: this read ended first */
             if (kept + added > MAX_PENDING) {
@@ -659,11 +678,9 @@ FrameReader_feed(FrameReader *self, PyObject *args)
                 status = ERROR;
                 goto done;
             }
-            memcpy(self->pending + kept, data, added);
-            self->pending_len = kept + added;
+            status = keep(self, head, kept + added);
             goto done;
         }
-        self->pending_len = 0;
         if (status < 0)
             goto done;
         pos = status - kept;
@@ -700,8 +717,10 @@ FrameReader_feed(FrameReader *self, PyObject *args)
             status = ERROR;
             goto done;
         }
-        memcpy(self->pending, data + pos, end - pos);
-        self->pending_len = end - pos;
+        if (keep(self, data + pos, end - pos) < 0) {
+            status = ERROR;
+            goto done;
+        }
     }
     status = 0;
 done:

@@ -123,6 +123,8 @@ class _Failure(Exception):
 class AnswerQueue:
     """What both engines share: the control frames queued for :meth:`data_to_send`, and the failure flag."""
 
+    __slots__ = ("_outgoing", "_failed")
+
     def __init__(self) -> None:
         self._outgoing: list[bytes] = []
         self._failed = False
@@ -140,6 +142,19 @@ class AnswerQueue:
 
 class LeanEngine(AnswerQueue):
     """The server side of one connection, with or without permessage-deflate: the default engine."""
+
+    __slots__ = (
+        "message_size_limit",
+        "frame_split_threshold",
+        "_state",
+        "_remote_closed",
+        "_reader",
+        "_deflate",
+        "_inflated",
+        "_decoder",
+        "_outbound_opcode",
+        "_outbound_compressed",
+    )
 
     def __init__(
         self,
