@@ -124,6 +124,17 @@ def test_a_message_that_arrived_whole_reads_as_one_chunk_and_pays_back_the_windo
         assert len(client.receive(5).buffer()) == 600
 
 
+def test_reading_resumes_once_a_full_window_is_read_though_nothing_waits_on_the_socket(pair):
+    client, peer = pair(receive_window=1000)
+    peer.send(masked_frame(0x2, bytes(1200)))  # one message over the window: the reader pauses
+    message = client.receive(5)
+    gevent.sleep(0.05)  # the socket has nothing more when the message is read
+    assert len(message.buffer()) == 1200  # room again
+    gevent.sleep(0.05)
+    peer.send(masked_frame(0x2, b"later"))
+    assert client.receive(5).buffer() == b"later"
+
+
 def test_a_ping_is_answered_while_nobody_reads(pair):
     client, peer = pair()
     peer.send(masked_frame(0x9, b"are you there"))

@@ -795,8 +795,13 @@ class WebsocketClient:
         """Reading may go on (room in the window, a pause over, a close begun): wake the paused reader."""
         if self._room is not None:
             self._room.set()
-        elif self._watcher is not None and (not self._watcher.active or self._leftover):
-            self._watcher.loop.run_callback(self._on_readable)
+        elif self._watcher is not None:
+            if not self._watcher.active:
+                # Watch again rather than read once: with nothing on the socket yet, a read
+                # finds nothing and the stopped watcher would never call back.
+                self._watcher.start(self._on_readable)
+            if self._leftover:
+                self._watcher.loop.run_callback(self._on_readable)
 
     def _on_pong(self, event: Pong) -> None:
         self.stats.frames_received += 1
