@@ -372,6 +372,20 @@ def test_reader_stops_reading_when_the_handler_does_not_consume(serve):
     done.set()
 
 
+def test_a_frame_below_the_whole_frame_limit_still_stops_the_reader_at_the_receive_window(serve):
+    window = 128 * 1024
+    handler, seen, done = capture_client()
+    running = serve(endpoint(handler, receive_window=window))
+    client = running.connect()
+    server_side = seen.get(5)
+    sender = gevent.spawn(client.send_binary, b"z" * (900 * 1024))  # one frame, delivered whole under a 1 MiB window
+    received = settled(lambda: server_side.stats.bytes_received)
+    assert received <= window + geventws.connection.client.READ_SIZE + 65536
+    sender.kill()
+    client.sock.close()
+    done.set()
+
+
 def test_counters_and_timestamps(serve):
     handler, seen, done = capture_client()
     running = serve(endpoint(handler))

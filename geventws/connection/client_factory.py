@@ -10,6 +10,7 @@ from typing import Protocol as TypingProtocol
 from ..protocol.deflate import NegotiatedDeflate
 from ..protocol.engine import DEFAULT_FRAME_SPLIT_THRESHOLD, LeanEngine, ProtocolEngine
 from ..protocol.limits import DEFAULT_MESSAGE_SIZE_LIMIT, MessageLimits
+from ..protocol.reader import WHOLE_FRAME_LIMIT
 from ..protocol.wsproto_engine import WsprotoEngine
 from .client import DEFAULT_CLOSE_PERIOD, DEFAULT_RECEIVE_WINDOW, Heartbeat, RateLimit, WebsocketClient
 from .heartbeat import PeriodicHeartbeat
@@ -131,7 +132,9 @@ class Rfc6455ClientFactory:
             engine = WsprotoEngine(limits, extensions, self.frame_split_threshold)
         else:
             deflate = compression.codec() if compression is not None else None
-            engine = LeanEngine(limits, self.frame_split_threshold, deflate)
+            # A frame delivered whole is held until complete: never more than the window allows.
+            whole_frame_limit = min(WHOLE_FRAME_LIMIT, self.receive_window)
+            engine = LeanEngine(limits, self.frame_split_threshold, deflate, whole_frame_limit)
         return WebsocketClient(
             sock,
             engine,

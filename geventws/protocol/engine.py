@@ -40,7 +40,7 @@ from .deflate import DeflateCodec, InflateLimitError
 from .events import Close, Data, Event, Ping, ProtocolFailure
 from .frames import OPCODE_BINARY, OPCODE_CONTINUATION, OPCODE_TEXT, frame_header, single_frame, split_frames
 from .limits import MessageLimits
-from .reader import CloseFrame, CompressedChunk, FrameReader, Parsed
+from .reader import WHOLE_FRAME_LIMIT, CloseFrame, CompressedChunk, FrameReader, Parsed
 
 _CLOSE, _PING, _PONG = 0x8, 0x9, 0xA
 _Utf8Decoder = codecs.getincrementaldecoder("utf-8")
@@ -141,7 +141,11 @@ class AnswerQueue:
 
 
 class LeanEngine(AnswerQueue):
-    """The server side of one connection, with or without permessage-deflate: the default engine."""
+    """The server side of one connection, with or without permessage-deflate: the default engine.
+
+    ``whole_frame_limit``: binary frames up to this size are delivered whole
+    (see :mod:`.reader`); the connection keeps it within its receive window.
+    """
 
     __slots__ = (
         "message_size_limit",
@@ -161,6 +165,7 @@ class LeanEngine(AnswerQueue):
         limits: MessageLimits,
         frame_split_threshold: int = DEFAULT_FRAME_SPLIT_THRESHOLD,
         deflate: DeflateCodec | None = None,
+        whole_frame_limit: int = WHOLE_FRAME_LIMIT,
     ) -> None:
         self.message_size_limit = limits.message_size_limit
         self.frame_split_threshold = frame_split_threshold
@@ -168,7 +173,7 @@ class LeanEngine(AnswerQueue):
         self._state = EngineState.OPEN
         self._remote_closed = False  # the peer's close frame arrived: nothing more is parsed
         self._reader = FrameReader(
-            limits.frame_size_limit, limits.message_size_limit, limits.text_only, deflate is not None
+            limits.frame_size_limit, limits.message_size_limit, limits.text_only, deflate is not None, whole_frame_limit
         )
         self._deflate = deflate
         # The compressed message arriving: its inflated size, and the decoder of its text.

@@ -277,7 +277,7 @@ class PythonFrameReader:
             self._decoder = None
 
 
-FrameReader: Callable[[int, int, bool, bool], Reader] = PythonFrameReader
+FrameReader: Callable[[int, int, bool, bool, int], Reader] = PythonFrameReader
 if speedups is not None:
     speedups.set_event_types(Data, Ping, Pong, ProtocolFailure, CloseFrame, CompressedChunk)
     FrameReader = speedups.FrameReader
