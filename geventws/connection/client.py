@@ -796,11 +796,11 @@ class WebsocketClient:
         if self._room is not None:
             self._room.set()
         elif self._watcher is not None:
-            if not self._watcher.active:
+            if not self._watcher.active and not self._at_eof:
                 # Watch again rather than read once: with nothing on the socket yet, a read
                 # finds nothing and the stopped watcher would never call back.
                 self._watcher.start(self._on_readable)
-            if self._leftover:
+            if self._leftover or self._at_eof:
                 self._watcher.loop.run_callback(self._on_readable)
 
     def _on_pong(self, event: Pong) -> None:
