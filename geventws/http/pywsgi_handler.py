@@ -2,10 +2,17 @@
 
 WSGI has no standard way to take over the socket after a 101, so the server's
 request handler puts a :class:`Transport` into the environ under
-:data:`TRANSPORT_KEY`.  The endpoint has pywsgi write the 101 (through
-``start_response``, so the access log records it) and then calls
-:meth:`Transport.take_over`: from then on the HTTP server writes nothing more
-on that connection, ends keep-alive and closes it when the endpoint returns.
+:data:`TRANSPORT_KEY`.  Through it the endpoint writes the 101 (or has pywsgi
+write it through ``start_response``) and claims the socket: from then on the
+HTTP server writes nothing more on that connection, ends keep-alive, logs the
+101 and closes the connection when the endpoint is done with it.
+
+The app the server calls directly (a :class:`~.endpoint.Websocket`, or one a
+:class:`~.router.Router` dispatches to) may also leave its client handler to
+run after it has returned (:meth:`Transport.serve_after_response`), from the
+connection's own frame: what an idle connection's greenlet keeps is then its
+handler's frames and little of the HTTP request's (measured per connection
+with tracemalloc and RSS, ``idle`` cell of ``bench/run.py``).
 """
 
 from __future__ import annotations
@@ -15,11 +22,11 @@ import logging
 import socket
 import ssl
 import time
-from collections.abc import Iterator
-from typing import Any, BinaryIO
+from collections.abc import Callable, Iterable, Iterator
+from typing import Any
 
 import gevent
-from gevent.pywsgi import MAX_REQUEST_LINE, WSGIHandler, _InvalidClientInput
+from gevent.pywsgi import MAX_REQUEST_LINE, WSGIHandler, _InvalidClientInput, format_date_time
 from greenlet import GreenletExit
 
 from .request_body import DEFAULT_BODY_TIMEOUT, BodyInput
@@ -28,29 +35,54 @@ from .request_head import MAX_HEADER_FIELDS, BadRequestHead, error_response, par
 TRANSPORT_KEY = "geventws.transport"
 #: 16 KiB of request header fields, like common reverse proxies.
 DEFAULT_MAX_HEADER_SIZE = 16 * 1024
+#: The level of access log lines (``server.access_logger``).
+ACCESS_LOG_LEVEL = logging.INFO
+_STATUS_101 = "101 Switching Protocols"
 
 
 class Transport:
-    """The socket and buffered reader behind one HTTP request."""
+    """The connection behind one HTTP request, as the endpoint that upgrades it sees it.
 
-    def __init__(self, sock: socket.socket, reader: BinaryIO, on_take_over: Any = None) -> None:
-        self.socket = sock
-        self.reader = reader
+    ``direct_app`` is the WSGI app the server calls with nothing of its own
+    around the call; an app that passes the request on unwrapped hands it on
+    (:func:`~.handover.hand_on`).  Only that app writes the 101 itself
+    (:meth:`switch_protocols`, its ``start_response`` is the server's own) and
+    may leave its client handler for after the response
+    (:meth:`serve_after_response`).
+    """
+
+    def __init__(self, handler: WebsocketWSGIHandler, app: Any) -> None:
+        self.socket: socket.socket = handler.socket
+        self.direct_app = app
         self.taken = False
-        self._on_take_over = on_take_over
+        self._handler: WebsocketWSGIHandler | None = handler
+
+    def switch_protocols(self, headers: Iterable[tuple[str, str]]) -> tuple[socket.socket, bytes]:
+        """Write the 101 with ``headers`` and claim the connection (see :meth:`take_over`)."""
+        self._live_handler()._write_101(headers)
+        return self.take_over()
 
     def take_over(self) -> tuple[socket.socket, bytes]:
-        """Claim the connection: the socket, and what the client sent after the handshake that was read already.
+        """Claim the connection once the 101 is out: the socket, and what the client sent after the handshake.
 
         The HTTP server's buffered reader is emptied and let go: held by an idle
         WebSocket connection it would cost its buffer for nothing.
         """
         self.taken = True
-        leftover = drain_reader(self.reader, self.socket)
-        self.reader = _CLOSED_READER
-        if self._on_take_over is not None:
-            self._on_take_over()
-        return self.socket, leftover
+        return self.socket, self._live_handler()._hand_over()
+
+    def serve_after_response(self, serve: Callable[[], None]) -> None:
+        """Have the server call ``serve()`` once the application has returned, before it closes the connection."""
+        self._live_handler()._serve_after = serve
+
+    def release(self) -> None:
+        """Forget the request handler (which holds the environ that holds this transport)."""
+        self._handler = None
+
+    def _live_handler(self) -> WebsocketWSGIHandler:
+        if self._handler is None:
+            raise RuntimeError("The request this transport belonged to is over")
+        return self._handler
 
 
 def drain_reader(reader: Any, sock: socket.socket) -> bytes:
@@ -67,7 +99,7 @@ def drain_reader(reader: Any, sock: socket.socket) -> bytes:
         sock.settimeout(timeout)
 
 
-_CLOSED_READER: BinaryIO = io.BytesIO()
+_CLOSED_READER: Any = io.BytesIO()
 _CLOSED_READER.close()
 
 
@@ -91,14 +123,23 @@ class WebsocketWSGIHandler(WSGIHandler):  # type: ignore[misc]
       any malformed or ambiguous head gets its 4xx and the connection closes.
     - Client mistakes are logged as one line at INFO on the server's logger,
       application errors with their traceback at ERROR; nothing is printed.
+    - Upgrades: see :class:`Transport`.  A client handler left for after the
+      response runs once pywsgi is done with the request, whose state (head,
+      environ, response headers) the handler object lets go first.
     """
 
     _head_deadline: gevent.Timeout | None = None
     _upgrade_logged = False
+    _transport: Transport | None = None
+    _serve_after: Callable[[], None] | None = None
     #: Requests read on this connection so far.
     _served = 0
     rfile: Any
     headers: Any
+    environ: dict[str, Any]
+    wsgi_input: Any
+    socket: Any
+    server: Any
 
     def read_requestline(self) -> str:
         """Read the request line: idle keep-alive time first (between requests), then the head's deadline."""
@@ -195,8 +236,30 @@ class WebsocketWSGIHandler(WSGIHandler):  # type: ignore[misc]
         # itself is handed over through the Transport.
         environ["wsgi.input"] = self.wsgi_input
         environ["wsgi.input_terminated"] = True
-        environ[TRANSPORT_KEY] = Transport(self.socket, self.rfile, self._taken_over)
+        self._transport = environ[TRANSPORT_KEY] = Transport(self, self.server.application)
         return environ
+
+    def handle_one_request(self) -> Any:
+        """One request; a client handler left for after the response (see :class:`Transport`) runs here."""
+        try:
+            result = super().handle_one_request()
+        finally:
+            transport, self._transport = self._transport, None
+            if transport is not None:
+                transport.release()
+        serve = self._serve_after
+        if serve is None:
+            return result
+        self._serve_after = None
+        self._forget_request()
+        serve()
+        return None  # the connection is over
+
+    def _forget_request(self) -> None:
+        """Let go of what pywsgi kept of the request, for the life of the connection; the socket stays."""
+        sock, address, server = self.socket, self.client_address, self.server
+        self.__dict__.clear()
+        self.socket, self.client_address, self.server = sock, address, server
 
     def _arm(self, seconds: float | None, reason: str) -> None:
         if self._head_deadline is not None:
@@ -213,7 +276,29 @@ class WebsocketWSGIHandler(WSGIHandler):  # type: ignore[misc]
         finally:
             self._arm(None, "")
 
-    def _taken_over(self) -> None:
+    def _write_101(self, headers: Iterable[tuple[str, str]]) -> None:
+        """Send the 101 as pywsgi would through ``start_response`` and ``write``, with less work.
+
+        Header names and values are checked as pywsgi checks them (no CR or
+        LF: a header cannot be injected), and a ``Date`` is added.
+        """
+        encoded: list[tuple[bytes, bytes]] = []
+        for name, value in headers:
+            if "\r" in name or "\n" in name or "\r" in value or "\n" in value:
+                raise ValueError(f"carriage return or newline in header {name!r}")
+            encoded.append((name.encode("latin-1"), value.encode("latin-1")))
+        encoded.append((b"Date", format_date_time(time.time())))
+        data = b"HTTP/1.1 101 Switching Protocols\r\n" + b"".join(b"%s: %s\r\n" % pair for pair in encoded) + b"\r\n"
+        self.status = _STATUS_101.encode("latin-1")
+        self._orig_status = _STATUS_101
+        self.code = 101
+        self.response_headers = encoded
+        self.headers_sent = True
+        self._sendall(data)
+
+    def _hand_over(self) -> bytes:
+        """End the HTTP side of the connection once the 101 is out; returns what the reader held already."""
+        leftover = drain_reader(self.rfile, self.socket)
         # Keep-alive ends here: the bytes that follow are WebSocket frames.
         self.close_connection = True
         # Let the buffered reader go (see Transport.take_over); a closed one ends pywsgi's request loop.
@@ -222,15 +307,20 @@ class WebsocketWSGIHandler(WSGIHandler):  # type: ignore[misc]
         self.environ["wsgi.input"] = io.BytesIO()
         # The access line is written now, when the upgrade happens: pywsgi would
         # write it when the request returns, that is when the connection ends.
-        self._orig_status = "101 Switching Protocols"
+        self._orig_status = _STATUS_101
         self.time_finish = time.time()
         self.log_request()
         self._upgrade_logged = True
+        return leftover
 
     def log_request(self) -> None:
-        """Write the access line, once: an upgraded request was logged at take-over."""
-        if not self._upgrade_logged:  # an upgraded request was logged at take-over
-            super().log_request()
+        """Write the access line, once (an upgraded request was logged at take-over), unless no one would see it."""
+        if self._upgrade_logged:
+            return
+        access_logger: logging.Logger | None = getattr(self.server, "access_logger", None)
+        if access_logger is not None and not access_logger.isEnabledFor(ACCESS_LOG_LEVEL):
+            return  # formatting the line costs more than parsing a handshake's head
+        super().log_request()
 
     def format_request(self) -> str:
         """The access line, naming the client address the application saw, with the request line cut to 200 chars."""
