@@ -57,6 +57,9 @@ class _Handler(WebsocketWSGIHandler, PyWSGIHandler):  # type: ignore[misc]
 
     def get_environ(self) -> dict[str, Any]:
         environ: dict[str, Any] = super().get_environ()
+        # What gunicorn's own handler adds (ours builds the environ without it).
+        environ["gunicorn.sock"] = self.socket
+        environ["RAW_URI"] = self.path
         worker = getattr(self.server, "worker", None)
         if worker is not None:
             worker.count_request()

@@ -22,15 +22,22 @@ import logging
 import socket
 import ssl
 import time
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable
 from typing import Any
 
 import gevent
-from gevent.pywsgi import MAX_REQUEST_LINE, WSGIHandler, _InvalidClientInput, format_date_time
+from gevent.pywsgi import MAX_REQUEST_LINE, WSGIHandler, _InvalidClientInput, format_date_time, unquote_latin1
 from greenlet import GreenletExit
 
 from .request_body import DEFAULT_BODY_TIMEOUT, BodyInput
-from .request_head import MAX_HEADER_FIELDS, BadRequestHead, error_response, parse_request_head, quote
+from .request_head import (
+    MAX_HEADER_FIELDS,
+    BadRequestHead,
+    RequestHead,
+    error_response,
+    parse_request_head,
+    quote,
+)
 
 TRANSPORT_KEY = "geventws.transport"
 #: 16 KiB of request header fields, like common reverse proxies.
@@ -57,7 +64,7 @@ class Transport:
         self.taken = False
         self._handler: WebsocketWSGIHandler | None = handler
 
-    def switch_protocols(self, headers: Iterable[tuple[str, str]]) -> tuple[socket.socket, bytes]:
+    def switch_protocols(self, headers: list[tuple[str, str]]) -> tuple[socket.socket, bytes]:
         """Write the 101 with ``headers`` and claim the connection (see :meth:`take_over`)."""
         self._live_handler()._write_101(headers)
         return self.take_over()
@@ -97,6 +104,71 @@ def drain_reader(reader: Any, sock: socket.socket) -> bytes:
         return b""
     finally:
         sock.settimeout(timeout)
+
+
+class _SocketInput(socket.SocketIO):
+    """The raw stream under the request handler's buffered reader.
+
+    Once ``held`` it reads nothing more from the socket: emptying the buffer
+    at take-over then costs no read that can only fail with ``EAGAIN``.
+    """
+
+    held = False
+
+    def readinto(self, b: Any) -> int | None:
+        """Read from the socket into ``b``, unless held (``None``: nothing to read now)."""
+        if self.held:
+            return None
+        count: int | None = super().readinto(b)
+        return count
+
+
+def _buffered_reader(sock: socket.socket) -> io.BufferedReader:
+    """A buffered reader over ``sock``, as ``sock.makefile("rb")`` builds it, on a :class:`_SocketInput`."""
+    raw = _SocketInput(sock, "rb")
+    sock._io_refs += 1  # type: ignore[attr-defined]  # as makefile: closing the reader releases it
+    return io.BufferedReader(raw, io.DEFAULT_BUFFER_SIZE)
+
+
+#: Header name -> environ key (``Sec-WebSocket-Key`` -> ``HTTP_SEC_WEBSOCKET_KEY``; ``""``: not passed on),
+#: for the first names seen: each request then shares the key strings instead of making its own.
+_environ_keys: dict[str, str] = {}
+_ENVIRON_KEYS_LIMIT = 512
+
+
+def _environ_key(name: str) -> str:
+    """The environ key of header ``name``, as pywsgi makes it; ``""`` for a name it drops."""
+    key = _environ_keys.get(name)
+    if key is None:
+        if "_" in name:
+            key = ""  # like pywsgi: X_Forwarded_For must not pass for X-Forwarded-For
+        else:
+            key = name.upper().replace("-", "_")
+            if key not in ("CONTENT_TYPE", "CONTENT_LENGTH"):
+                key = "HTTP_" + key
+        if len(_environ_keys) < _ENVIRON_KEYS_LIMIT:
+            _environ_keys[name] = key
+    return key
+
+
+def _add_headers(environ: dict[str, Any], headers: list[tuple[str, str]]) -> None:
+    """Put ``headers`` in ``environ`` as pywsgi does.
+
+    Repeated headers are joined with commas (cookies with ``"; "``); the
+    first ``Content-Type`` and the first non-empty ``Content-Length`` become
+    ``CONTENT_TYPE`` and ``CONTENT_LENGTH``.
+    """
+    for name, value in headers:
+        key = _environ_key(name)
+        if not key:
+            continue
+        if key[0] == "C":  # CONTENT_TYPE or CONTENT_LENGTH: the first one counts
+            if key not in environ and (value or key == "CONTENT_TYPE"):
+                environ[key] = value
+        elif key in environ:
+            environ[key] += ("; " if "COOKIE" in key else ",") + value
+        else:
+            environ[key] = value
 
 
 _CLOSED_READER: Any = io.BytesIO()
@@ -140,6 +212,12 @@ class WebsocketWSGIHandler(WSGIHandler):  # type: ignore[misc]
     wsgi_input: Any
     socket: Any
     server: Any
+
+    def __init__(self, sock: socket.socket, address: Any, server: Any, rfile: Any = None) -> None:
+        self.socket = sock
+        self.client_address = address
+        self.server = server
+        self.rfile = _buffered_reader(sock) if rfile is None else rfile
 
     def read_requestline(self) -> str:
         """Read the request line: idle keep-alive time first (between requests), then the head's deadline."""
@@ -214,24 +292,30 @@ class WebsocketWSGIHandler(WSGIHandler):  # type: ignore[misc]
         address = self.client_address
         return str(address[0]) if isinstance(address, tuple) and address else str(address or "-")
 
-    def _headers(self) -> Iterator[tuple[str, str]]:
-        for name, value in self.headers.headers:
-            if "_" in name:
-                continue  # like pywsgi: X_Forwarded_For must not pass for X-Forwarded-For
-            key = name.upper().replace("-", "_")
-            if key not in ("CONTENT_TYPE", "CONTENT_LENGTH"):
-                yield "HTTP_" + key, value
-
     def get_environ(self) -> dict[str, Any]:
-        """The environ, with the :class:`Transport` that lets the endpoint take the socket over."""
+        """The environ pywsgi would build, with a bounded ``wsgi.input`` and the :class:`Transport`.
+
+        Built here from the parsed head rather than by pywsgi, which looks each
+        header up again and builds an input of its own only to have it replaced.
+        """
         self._arm(None, "")  # the head is complete: the application has all the time it needs
         self._served += 1
-        environ: dict[str, Any] = super().get_environ()
+        head: RequestHead = self.headers
+        environ: dict[str, Any] = self.server.get_environ()
+        environ["REQUEST_METHOD"] = head.method
+        environ["SCRIPT_NAME"] = ""
+        path, _, query = head.target.partition("?")
+        environ["PATH_INFO"] = unquote_latin1(path)
+        environ["QUERY_STRING"] = query
+        environ["SERVER_PROTOCOL"] = head.version
+        address = self.client_address
+        if isinstance(address, tuple):
+            environ["REMOTE_ADDR"] = str(address[0])
+            environ["REMOTE_PORT"] = str(address[1])
+        _add_headers(environ, head.headers)
         continue_socket = self.socket if environ.get("HTTP_EXPECT", "").lower() == "100-continue" else None
         timeout = getattr(self.server, "body_timeout", DEFAULT_BODY_TIMEOUT)
-        self.wsgi_input = BodyInput(
-            self.rfile, self.content_length, continue_socket, self.headers.chunked, timeout, self
-        )
+        self.wsgi_input = BodyInput(self.rfile, self.content_length, continue_socket, head.chunked, timeout, self)
         # A body is read through the bounded input even on an upgrade request: the socket
         # itself is handed over through the Transport.
         environ["wsgi.input"] = self.wsgi_input
@@ -276,29 +360,38 @@ class WebsocketWSGIHandler(WSGIHandler):  # type: ignore[misc]
         finally:
             self._arm(None, "")
 
-    def _write_101(self, headers: Iterable[tuple[str, str]]) -> None:
+    def _take_buffered(self) -> bytes:
+        """What the buffered reader holds already: the first bytes after the head."""
+        raw = getattr(self.rfile, "raw", None)
+        if not isinstance(raw, _SocketInput):
+            return drain_reader(self.rfile, self.socket)
+        raw.held = True
+        return (
+            self.rfile.read1(65536) or b""
+        )  # the buffer, without touching the socket (TLS: the SSL object keeps its own)
+
+    def _write_101(self, headers: list[tuple[str, str]]) -> None:
         """Send the 101 as pywsgi would through ``start_response`` and ``write``, with less work.
 
         Header names and values are checked as pywsgi checks them (no CR or
         LF: a header cannot be injected), and a ``Date`` is added.
         """
-        encoded: list[tuple[bytes, bytes]] = []
+        lines = ["HTTP/1.1 101 Switching Protocols\r\n"]
         for name, value in headers:
             if "\r" in name or "\n" in name or "\r" in value or "\n" in value:
                 raise ValueError(f"carriage return or newline in header {name!r}")
-            encoded.append((name.encode("latin-1"), value.encode("latin-1")))
-        encoded.append((b"Date", format_date_time(time.time())))
-        data = b"HTTP/1.1 101 Switching Protocols\r\n" + b"".join(b"%s: %s\r\n" % pair for pair in encoded) + b"\r\n"
+            lines.append(f"{name}: {value}\r\n")
+        lines.append(f"Date: {format_date_time(time.time()).decode('latin-1')}\r\n\r\n")
         self.status = _STATUS_101.encode("latin-1")
         self._orig_status = _STATUS_101
         self.code = 101
-        self.response_headers = encoded
+        self.response_headers = headers
         self.headers_sent = True
-        self._sendall(data)
+        self._sendall("".join(lines).encode("latin-1"))
 
     def _hand_over(self) -> bytes:
         """End the HTTP side of the connection once the 101 is out; returns what the reader held already."""
-        leftover = drain_reader(self.rfile, self.socket)
+        leftover = self._take_buffered()
         # Keep-alive ends here: the bytes that follow are WebSocket frames.
         self.close_connection = True
         # Let the buffered reader go (see Transport.take_over); a closed one ends pywsgi's request loop.
