@@ -88,7 +88,9 @@ def test_any_parsed_head_gives_the_environ_pywsgi_builds(head: bytes, wsgi_serve
 def frames_seen(client: Any, request: Any, response: Any) -> None:
     names = [frame.function for frame in inspect.stack()]
     client.send_text(",".join(names))
-    client.send_text(f"{request.environ['PATH_INFO']} {request.headers['Upgrade']} {request.args.get('q')}")
+    environ = request.environ
+    body = environ["wsgi.input"].read() + request.get_data()
+    client.send_text(f"{environ['PATH_INFO']} {request.headers['Upgrade']} {request.args.get('q')} {body!r}")
     for message in client:
         client.send_text(str(message))
 
@@ -110,7 +112,7 @@ def test_a_directly_served_endpoint_runs_its_handler_after_returning_to_the_serv
     names, seen = handler_frames(running.url + "/ws?q=1")
     assert "frames_seen" in names and "_serve" in names
     assert "run_application" not in names and "__call__" not in names, names
-    assert seen == "/ws websocket 1"
+    assert seen == "/ws websocket 1 b''"
 
 
 def test_a_routed_endpoint_runs_its_handler_after_returning_to_the_server(serve: Any) -> None:
@@ -121,14 +123,14 @@ def test_a_routed_endpoint_runs_its_handler_after_returning_to_the_server(serve:
 
     names, seen = handler_frames(serve(factory(app)).url + "/ws?q=2")
     assert "run_application" not in names and "_dispatch" not in names, names
-    assert seen == "/ws websocket 2"
+    assert seen == "/ws websocket 2 b''"
 
 
 def test_behind_middleware_the_handler_runs_inside_the_application(serve: Any) -> None:
     running = serve(factory(lambda server: ProxyFix(geventws.Websocket(server, None, None, frames_seen))))
     names, seen = handler_frames(running.url + "/ws?q=3")
     assert "run_application" in names, names
-    assert seen == "/ws websocket 3"
+    assert seen == "/ws websocket 3 b''"
 
 
 def test_an_idle_upgraded_connection_keeps_no_request_head(serve: Any) -> None:

@@ -331,6 +331,7 @@ class WebsocketWSGIHandler(WSGIHandler):  # type: ignore[misc]
             transport, self._transport = self._transport, None
             if transport is not None:
                 transport.release()
+                self.environ.pop(TRANSPORT_KEY, None)  # the environ may live on with the connection
         serve = self._serve_after
         if serve is None:
             return result
@@ -396,8 +397,7 @@ class WebsocketWSGIHandler(WSGIHandler):  # type: ignore[misc]
         self.close_connection = True
         # Let the buffered reader go (see Transport.take_over); a closed one ends pywsgi's request loop.
         self.rfile = _CLOSED_READER
-        self.wsgi_input.rfile = _CLOSED_READER
-        self.environ["wsgi.input"] = io.BytesIO()
+        self.wsgi_input.end()  # still the environ's wsgi.input, now empty
         # The access line is written now, when the upgrade happens: pywsgi would
         # write it when the request returns, that is when the connection ends.
         self._orig_status = _STATUS_101
