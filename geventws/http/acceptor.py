@@ -20,6 +20,7 @@ from .error_handler import DefaultErrorHandler, ErrorHandler
 
 __all__ = ["AllowOriginAcceptor", "Rfc6455Acceptor", "WebsocketAcceptor", "accept_key", "header_tokens"]
 
+_DEFAULT_CONTENT_TYPE = "text/plain; charset=utf-8"
 #: Chooses one of the offered subprotocols (or none) for a request.
 SubprotocolSelector = Callable[[Request, Sequence[str]], Union[str, None]]
 
@@ -73,7 +74,9 @@ class Rfc6455Acceptor:
         error = self._check(request)
         if error is not None:
             return error
-        response = Response(status=101)
+        # werkzeug's default content type, named: unnamed, werkzeug first looks for one
+        # in the headers, and a missing header costs it an exception.
+        response = Response(status=101, content_type=_DEFAULT_CONTENT_TYPE)
         headers = response.headers
         # add, not set: the headers are new (set would look for each one first).
         headers.add("Upgrade", "websocket")

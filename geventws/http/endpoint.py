@@ -201,6 +201,8 @@ class Websocket:
         client.close(CloseCode.NORMAL_CLOSE)
 
     def _log_accepted(self, client: WebsocketClient, request: Request) -> None:
+        if not self.logger.isEnabledFor(logging.INFO):
+            return  # the arguments cost more to format than the check
         self.logger.info(
             "WebSocket #%d accepted from %s on %s (subprotocol %s, compression %s)",
             client.id,

@@ -171,6 +171,18 @@ def _add_headers(environ: dict[str, Any], headers: list[tuple[str, str]]) -> Non
             environ[key] = value
 
 
+_date: tuple[int, str] = (0, "")
+
+
+def _http_date() -> str:
+    """The ``Date`` header value of this second, formatted once a second (pywsgi formats it per response)."""
+    global _date
+    now = int(time.time())
+    if _date[0] != now:
+        _date = (now, format_date_time(now).decode("latin-1"))
+    return _date[1]
+
+
 _CLOSED_READER: Any = io.BytesIO()
 _CLOSED_READER.close()
 
@@ -382,7 +394,7 @@ class WebsocketWSGIHandler(WSGIHandler):  # type: ignore[misc]
             if "\r" in name or "\n" in name or "\r" in value or "\n" in value:
                 raise ValueError(f"carriage return or newline in header {name!r}")
             lines.append(f"{name}: {value}\r\n")
-        lines.append(f"Date: {format_date_time(time.time()).decode('latin-1')}\r\n\r\n")
+        lines.append(f"Date: {_http_date()}\r\n\r\n")
         self.status = _STATUS_101.encode("latin-1")
         self._orig_status = _STATUS_101
         self.code = 101
