@@ -176,3 +176,31 @@ def test_a_head_sent_with_the_first_frame_keeps_the_frame(serve: Any) -> None:
             chunk = sock.recv(65536)
             assert chunk, data
             data += chunk
+
+
+def plain(environ: dict[str, Any], start_response: Any) -> list[bytes]:
+    start_response("200 OK", [("Content-Length", "2")])
+    return [b"ok"]
+
+
+def test_an_upgrade_after_a_plain_request_on_the_same_connection(serve: Any) -> None:
+    def app(server: geventws.Server) -> geventws.Router:
+        router = geventws.Router()
+        router.add_route("GET", "/ws", geventws.Websocket(server, None, None, frames_seen))
+        router.set_fallback(plain)
+        return router
+
+    running = serve(factory(app))
+    with socket.create_connection(("127.0.0.1", running.port), timeout=10) as sock:
+        sock.sendall(b"GET /plain HTTP/1.1\r\nHost: x\r\n\r\n")
+        data = b""
+        while not data.endswith(b"ok"):
+            data += sock.recv(65536)
+        assert data.startswith(b"HTTP/1.1 200 ")
+        sock.sendall(handshake_request(running.port, path="/ws?q=4"))
+        data = b""
+        while b"/ws websocket 4" not in data:
+            chunk = sock.recv(65536)
+            assert chunk, data
+            data += chunk
+        assert data.startswith(b"HTTP/1.1 101 ")
