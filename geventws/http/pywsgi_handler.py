@@ -416,6 +416,9 @@ class WebsocketWSGIHandler(WSGIHandler):  # type: ignore[misc]
         self.time_finish = time.time()
         self.log_request()
         self._upgrade_logged = True
+        # Logged: the head and the response headers are of no more use, however long the connection lasts.
+        self.__dict__.pop("headers", None)
+        self.__dict__.pop("response_headers", None)
         return leftover
 
     def log_request(self) -> None:
