@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import gc
 import inspect
+import io
 import logging
 import socket
 from typing import Any
@@ -13,10 +14,12 @@ import websocket
 from conftest import factory, handshake_request, raw_exchange
 from gevent.pywsgi import WSGIHandler, WSGIServer
 from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 from test_request_head import HANDSHAKE, PLAIN_HEADS, well_formed_heads
 from werkzeug.middleware.proxy_fix import ProxyFix
 
 import geventws
+from geventws.http import pywsgi_handler
 from geventws.http.pywsgi_handler import TRANSPORT_KEY, WebsocketWSGIHandler
 from geventws.http.request_head import BadRequestHead, parse_request_head
 
@@ -204,3 +207,32 @@ def test_an_upgrade_after_a_plain_request_on_the_same_connection(serve: Any) -> 
             assert chunk, data
             data += chunk
         assert data.startswith(b"HTTP/1.1 101 ")
+
+
+FIELD_PIECES = [b"Host: x\r\n", b"X-A: 1\n", b"\r\n", b"\n", b"\r", b"X-B: \r\r\n", b"a" * 40, b"\r\n\r\n"]
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    rest=st.lists(st.one_of(st.sampled_from(FIELD_PIECES), st.binary(max_size=6)), max_size=12).map(b"".join),
+    limit=st.sampled_from([16, 64, 16 * 1024]),
+    fields=st.sampled_from([1, 2, 100]),
+)
+def test_a_buffered_head_is_taken_whole_exactly_as_line_by_line(rest: bytes, limit: int, fields: int) -> None:
+    """Taking the head from the buffer at once gives what reading it line by line gives, limits and errors included."""
+    outcomes = []
+    for whole in (True, False):
+        near, far = socket.socketpair()
+        with near, far:
+            server = type("S", (), {"max_header_size": limit})()
+            handler = WebsocketWSGIHandler(near, ("127.0.0.1", 1), server, rfile=io.BufferedReader(io.BytesIO(rest)))
+            with pytest.MonkeyPatch.context() as patch:
+                patch.setattr(pywsgi_handler, "MAX_HEADER_FIELDS", fields)
+                if not whole:
+                    patch.setattr(pywsgi_handler, "_whole_fields", lambda buffered, limit: b"")
+                try:
+                    outcome: Any = handler._read_head("GET / HTTP/1.1\r\n")
+                except (BadRequestHead, ConnectionResetError) as error:
+                    outcome = (type(error), getattr(error, "status", None))
+            outcomes.append((outcome, handler.rfile.read()))
+    assert outcomes[0] == outcomes[1]

@@ -130,6 +130,24 @@ def _buffered_reader(sock: socket.socket) -> io.BufferedReader:
     return io.BufferedReader(raw, io.DEFAULT_BUFFER_SIZE)
 
 
+def _whole_fields(buffered: bytes, limit: int) -> bytes:
+    """The header fields and the empty line after them, if ``buffered`` holds them all within the limits; else ``b""``.
+
+    The same bytes the line-by-line read takes: lines end with LF, the first
+    line that is a bare CRLF or LF ends the head.
+    """
+    if buffered[:1] == b"\n" or buffered[:2] == b"\r\n":
+        return buffered[: 1 if buffered[:1] == b"\n" else 2]
+    crlf, lf = buffered.find(b"\n\r\n", 0, limit), buffered.find(b"\n\n", 0, limit)
+    if crlf < 0 and lf < 0:
+        return b""
+    end = crlf + 3 if lf < 0 or 0 <= crlf < lf else lf + 2
+    fields = buffered[:end]
+    if end > limit or fields.count(b"\n") > MAX_HEADER_FIELDS + 1:
+        return b""
+    return fields
+
+
 #: Header name -> environ key (``Sec-WebSocket-Key`` -> ``HTTP_SEC_WEBSOCKET_KEY``; ``""``: not passed on),
 #: for the first names seen: each request then shares the key strings instead of making its own.
 _environ_keys: dict[str, str] = {}
@@ -256,6 +274,11 @@ class WebsocketWSGIHandler(WSGIHandler):  # type: ignore[misc]
     def _read_head(self, raw_requestline: str) -> bytes:
         """The request line and the header fields up to the empty line, within the size limits."""
         limit: int = getattr(self.server, "max_header_size", None) or DEFAULT_MAX_HEADER_SIZE
+        fields = _whole_fields(self.rfile.peek(), limit)
+        if fields:
+            self.rfile.read(len(fields))
+            return raw_requestline.encode("latin-1") + fields
+        # Not all there yet, or over a limit: line by line, which also says which limit.
         lines = [raw_requestline.encode("latin-1")]
         size = 0
         while True:
