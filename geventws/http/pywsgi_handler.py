@@ -363,17 +363,20 @@ class WebsocketWSGIHandler(WSGIHandler):  # type: ignore[misc]
         try:
             result = super().handle_one_request()
         finally:
-            transport, self._transport = self._transport, None
-            if transport is not None:
-                transport.release()
-                self.environ.pop(TRANSPORT_KEY, None)  # the environ may live on with the connection
+            self._end_transport()
         serve = self._serve_after
         if serve is None:
             return result
         self._serve_after = None
         self._forget_request()
-        serve()
+        serve()  # this frame's locals live as long as the connection: only the handler's own
         return None  # the connection is over
+
+    def _end_transport(self) -> None:
+        transport, self._transport = self._transport, None
+        if transport is not None:
+            transport.release()
+            self.environ.pop(TRANSPORT_KEY, None)  # the environ may live on with the connection
 
     def _forget_request(self) -> None:
         """Let go of what pywsgi kept of the request, for the life of the connection; the socket stays."""
