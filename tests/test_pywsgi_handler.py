@@ -145,6 +145,7 @@ def test_an_idle_upgraded_connection_keeps_no_request_head(serve: Any) -> None:
         handlers = [o for o in gc.get_objects() if isinstance(o, WebsocketWSGIHandler)]
         assert handlers
         assert all(set(vars(handler)) <= {"socket", "client_address", "server"} for handler in handlers)
+        assert not [o for o in gc.get_objects() if isinstance(o, pywsgi_handler.Transport)]
     finally:
         client.close()
 
