@@ -26,7 +26,7 @@ The WebSocket handler runs inside the server's own call of the application,
 in the request's greenlet, so the server neither writes to nor closes the
 socket until the connection is over.  With our handler, an endpoint the
 server calls directly (or through a :class:`~.router.Router`, which hands the
-request on, :func:`hand_on`) lets its client handler run just after that call
+request on, ``hand_on``) lets its client handler run just after that call
 instead (:meth:`Handover.serve_later`), in the same greenlet, with less of the
 request kept alive beneath it.
 

@@ -52,7 +52,7 @@ class Transport:
 
     ``direct_app`` is the WSGI app the server calls with nothing of its own
     around the call; an app that passes the request on unwrapped hands it on
-    (:func:`~.handover.hand_on`).  Only that app writes the 101 itself
+    (``handover.hand_on``).  Only that app writes the 101 itself
     (:meth:`switch_protocols`, its ``start_response`` is the server's own) and
     may leave its client handler for after the response
     (:meth:`serve_after_response`).

@@ -16,10 +16,10 @@ doubt, nothing that follows on the connection can be trusted to be a request.
 
 Most heads (every WebSocket handshake) are plain: ``\\r\\n`` line ends, no
 folded lines, no body framing, one ``Host``.  Those are parsed by
-:func:`_parse_plain` with h11's own grammar, in a tenth of the time h11's
+``_parse_plain`` with h11's own grammar, in a tenth of the time h11's
 state machine takes (about 67 µs a handshake, an eighth of the server's CPU per
 handshake in the ``idle`` cell of ``bench/run.py``); it returns the very
-:class:`RequestHead` h11 would give and leaves every other head, including
+``RequestHead`` h11 would give and leaves every other head, including
 every head h11 refuses, to h11.
 """
 
