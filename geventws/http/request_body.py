@@ -57,7 +57,10 @@ class BodyInput(Input):  # type: ignore[misc]
 
     def end(self) -> None:
         """Take nothing more from the connection (it was handed over): from now on this input reads as empty."""
-        super().__init__(_NOTHING, None)  # pywsgi's Input over nothing, with no length: empty
+        if self.content_length is None and not self.chunked_input:
+            self.rfile = _NOTHING  # type: ignore[misc]  # a slot of pywsgi's Input; no length: it reads as empty
+        else:
+            super().__init__(_NOTHING, None)  # pywsgi's Input over nothing, with no length
 
     def read(self, length: int | None = None) -> bytes:
         """Up to ``length`` bytes of body (all of it for ``None``), each 64 KiB within the deadline."""
