@@ -32,7 +32,7 @@ from gunicorn.workers.ggevent import VERSION, GeventPyWSGIWorker, PyWSGIHandler,
 from .http.endpoint import close_all_websockets
 from .http.patching import warn_if_unpatched
 from .http.pywsgi_handler import WebsocketWSGIHandler
-from .http.server import DEFAULT_MAX_HEADER_SIZE, DEFAULT_REQUEST_TIMEOUT
+from .http.server import DEFAULT_MAX_HEADER_SIZE, DEFAULT_REQUEST_TIMEOUT, ConnectionGreenlet
 
 __all__ = ["Worker"]
 
@@ -57,6 +57,9 @@ class _Handler(WebsocketWSGIHandler, PyWSGIHandler):  # type: ignore[misc]
 
     def get_environ(self) -> dict[str, Any]:
         environ: dict[str, Any] = super().get_environ()
+        # What gunicorn's own handler adds (ours builds the environ without it).
+        environ["gunicorn.sock"] = self.socket
+        environ["RAW_URI"] = self.path
         worker = getattr(self.server, "worker", None)
         if worker is not None:
             worker.count_request()
@@ -113,7 +116,7 @@ class Worker(GeventPyWSGIWorker):  # type: ignore[misc]
         server = self.server_class(
             listener,
             application=self.wsgi,
-            spawn=Pool(self.worker_connections),
+            spawn=Pool(self.worker_connections, greenlet_class=ConnectionGreenlet),
             log=self.log,
             handler_class=self.wsgi_handler,
             environ=environ,

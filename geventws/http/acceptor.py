@@ -12,6 +12,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable, Sequence
 from typing import Protocol, Union
 
+from werkzeug.sansio.utils import get_content_length
 from werkzeug.wrappers import Request, Response
 
 from ..protocol.handshake import accept_key, is_valid_key, split_tokens
@@ -19,6 +20,7 @@ from .error_handler import DefaultErrorHandler, ErrorHandler
 
 __all__ = ["AllowOriginAcceptor", "Rfc6455Acceptor", "WebsocketAcceptor", "accept_key", "header_tokens"]
 
+_DEFAULT_CONTENT_TYPE = "text/plain; charset=utf-8"
 #: Chooses one of the offered subprotocols (or none) for a request.
 SubprotocolSelector = Callable[[Request, Sequence[str]], Union[str, None]]
 
@@ -39,6 +41,11 @@ def header_tokens(request: Request, name: str) -> list[str]:
     the whole environ for each header, a cost every handshake pays.
     """
     return split_tokens(request.headers.get(name))
+
+
+def _has_token(value: str | None, token: str) -> bool:
+    """Whether the comma-separated ``value`` holds ``token`` (case-insensitive)."""
+    return token in (item.lower() for item in split_tokens(value))
 
 
 class Rfc6455Acceptor:
@@ -67,32 +74,38 @@ class Rfc6455Acceptor:
         error = self._check(request)
         if error is not None:
             return error
-        key = request.headers["Sec-WebSocket-Key"].strip()
-        response = Response(status=101)
-        response.headers["Upgrade"] = "websocket"
-        response.headers["Connection"] = "Upgrade"
-        response.headers["Sec-WebSocket-Accept"] = accept_key(key)
+        # werkzeug's default content type, named: unnamed, werkzeug first looks for one
+        # in the headers, and a missing header costs it an exception.
+        response = Response(status=101, content_type=_DEFAULT_CONTENT_TYPE)
+        headers = response.headers
+        # add, not set: the headers are new (set would look for each one first).
+        headers.add("Upgrade", "websocket")
+        headers.add("Connection", "Upgrade")
+        headers.add("Sec-WebSocket-Accept", accept_key(request.environ["HTTP_SEC_WEBSOCKET_KEY"].strip()))
         subprotocol = self._select_subprotocol(request)
         if subprotocol is not None:
-            response.headers["Sec-WebSocket-Protocol"] = subprotocol
+            headers.add("Sec-WebSocket-Protocol", subprotocol)
         return response
 
     def _check(self, request: Request) -> Response | None:
+        # The environ, not request.headers: each header lookup there costs a
+        # key translation, and every handshake makes eight of them.
+        environ = request.environ
         if request.method != "GET":
             response = self._error(405, "WebSocket handshakes use GET", request)
             response.headers["Allow"] = "GET"
             return response
-        if request.environ.get("SERVER_PROTOCOL") != "HTTP/1.1":
+        if environ.get("SERVER_PROTOCOL") != "HTTP/1.1":
             return self._error(505, "WebSocket handshakes need HTTP/1.1", request)
-        if request.content_length or "Transfer-Encoding" in request.headers:
+        if "HTTP_TRANSFER_ENCODING" in environ or get_content_length(environ.get("CONTENT_LENGTH")):
             return self._error(400, "A WebSocket handshake has no body", request)
-        if "websocket" not in (token.lower() for token in header_tokens(request, "Upgrade")):
+        if not _has_token(environ.get("HTTP_UPGRADE"), "websocket"):
             return self._upgrade_required('"Upgrade: websocket" header missing', request)
-        if "upgrade" not in (token.lower() for token in header_tokens(request, "Connection")):
+        if not _has_token(environ.get("HTTP_CONNECTION"), "upgrade"):
             return self._upgrade_required('"Connection: Upgrade" header missing', request)
-        if not is_valid_key(request.headers.get("Sec-WebSocket-Key")):
+        if not is_valid_key(environ.get("HTTP_SEC_WEBSOCKET_KEY")):
             return self._error(400, "Sec-WebSocket-Key missing or not the base64 of 16 bytes", request)
-        version = request.headers.get("Sec-WebSocket-Version", "").strip()
+        version = environ.get("HTTP_SEC_WEBSOCKET_VERSION", "").strip()
         if version != "13":
             status = 400 if not version else 426
             response = self._error(status, "Only WebSocket version 13 is supported", request)
@@ -101,8 +114,10 @@ class Rfc6455Acceptor:
         return None
 
     def _select_subprotocol(self, request: Request) -> str | None:
-        offered = header_tokens(request, "Sec-WebSocket-Protocol")
-        if self._select is None or not offered:
+        if self._select is None:
+            return None
+        offered = split_tokens(request.environ.get("HTTP_SEC_WEBSOCKET_PROTOCOL"))
+        if not offered:
             return None
         selected = self._select(request, offered)
         if selected is not None and selected not in offered:
@@ -144,7 +159,7 @@ class AllowOriginAcceptor:
 
     def handle_handshake(self, request: Request) -> Response:
         """403 "Origin forbidden" unless the ``Origin`` is allowed; otherwise the wrapped acceptor's answer."""
-        origin = request.headers.get("Origin", "").strip().lower()
+        origin = request.environ.get("HTTP_ORIGIN", "").strip().lower()
         if origin not in self._origins:
             return self._error_handler.handle_error(403, "Origin forbidden", request)
         return self._acceptor.handle_handshake(request)

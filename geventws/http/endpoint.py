@@ -4,7 +4,8 @@ Flow of one request: the acceptor judges the handshake
 before anything is written, so a refusal is a normal HTTP response;
 on acceptance compression is negotiated, the server's socket is taken over
 (:mod:`.handover`) with the 101, and the client handler runs in this very
-greenlet until the connection ends.
+greenlet until the connection ends (under our server, when nothing wraps the
+endpoint, just after the endpoint returns: see :meth:`.Handover.serve_later`).
 
 Each connection is logged at INFO on the endpoint's logger when it is accepted
 and when it has ended, with what an operator asks first: who, where, how it
@@ -136,7 +137,7 @@ class Websocket:
         which servers can.
         """
         try:
-            handover = find_handover(environ, start_response)
+            handover = find_handover(environ, start_response, self)
         except UnsupportedServerError as error:
             self.logger.error("%s", error)
             refusal = Response("WebSocket upgrade not supported by this server (see the server log)", status=500)
@@ -154,17 +155,8 @@ class Websocket:
         self._clients.add(client)
         self._log_accepted(client, request)
         client.on_close(self._log_closed)
-        try:
-            for callback in self._client_callbacks:
-                try:
-                    callback(client)
-                except Exception:
-                    self.logger.exception("on_client callback %r failed", callback)
-            client.start()
-            self._run_handler(client, request, response)
-        finally:
-            self._clients.discard(client)
-            client.abort()
+        if not handover.serve_later(_Accepted(self, client, request, response).serve):
+            self._serve(client, request, response)
         return handover.finish()
 
     def close_all(self, code: int = CloseCode.GOING_AWAY, reason: str = "Server shutting down") -> None:
@@ -183,6 +175,20 @@ class Websocket:
         response.headers["Sec-WebSocket-Extensions"] = header
         return agreed
 
+    def _serve(self, client: WebsocketClient, request: Request, response: Response) -> None:
+        """Start the client and run its handler until the connection ends; the client leaves the endpoint either way."""
+        try:
+            for callback in self._client_callbacks:
+                try:
+                    callback(client)
+                except Exception:
+                    self.logger.exception("on_client callback %r failed", callback)
+            client.start()
+            self._run_handler(client, request, response)
+        finally:
+            self._clients.discard(client)
+            client.abort()
+
     def _run_handler(self, client: WebsocketClient, request: Request, response: Response) -> None:
         try:
             self._handle_client(client, request, response)
@@ -195,6 +201,8 @@ class Websocket:
         client.close(CloseCode.NORMAL_CLOSE)
 
     def _log_accepted(self, client: WebsocketClient, request: Request) -> None:
+        if not self.logger.isEnabledFor(logging.INFO):
+            return  # the arguments cost more to format than the check
         self.logger.info(
             "WebSocket #%d accepted from %s on %s (subprotocol %s, compression %s)",
             client.id,
@@ -219,6 +227,26 @@ class Websocket:
             stats.messages_sent,
             stats.bytes_sent,
         )
+
+
+class _Accepted:
+    """An accepted connection whose handler the server runs after the endpoint returned (see ``serve_later``).
+
+    Two objects for the collector to track per idle connection, where a
+    closure over the same four names takes six.
+    """
+
+    __slots__ = ("endpoint", "client", "request", "response")
+
+    def __init__(self, endpoint: Websocket, client: WebsocketClient, request: Request, response: Response) -> None:
+        self.endpoint = endpoint
+        self.client = client
+        self.request = request
+        self.response = response
+
+    def serve(self) -> None:
+        """Run the client handler until the connection ends."""
+        self.endpoint._serve(self.client, self.request, self.response)
 
 
 _live_endpoints: weakref.WeakSet[Websocket] = weakref.WeakSet()

@@ -24,7 +24,11 @@ connection dropped, which it takes quietly.
 
 The WebSocket handler runs inside the server's own call of the application,
 in the request's greenlet, so the server neither writes to nor closes the
-socket until the connection is over.
+socket until the connection is over.  With our handler, an endpoint the
+server calls directly (or through a :class:`~.router.Router`, which hands the
+request on, ``hand_on``) lets its client handler run just after that call
+instead (:meth:`Handover.serve_later`), in the same greenlet, with less of the
+request kept alive beneath it.
 
 A socket that is not a gevent socket belongs to a server that runs each
 request in a blocking thread (gunicorn's ``sync`` and ``gthread`` workers,
@@ -81,8 +85,17 @@ class Handover:
         """
         raise NotImplementedError
 
+    def serve_later(self, serve: Callable[[], None]) -> bool:
+        """Have the server call ``serve()`` right after the application returns, if it can; ``False`` if not.
+
+        Only where nothing of the server's application wraps the endpoint's
+        call: ``serve()`` then runs in the same greenlet, before the server
+        closes the connection, with the request's frames gone.
+        """
+        return False
+
     def finish(self) -> Iterable[bytes]:
-        """What the application returns to the server once the connection is over."""
+        """What the application returns to the server once the connection is over (or handed to ``serve_later``)."""
         return []
 
 
@@ -100,11 +113,31 @@ class _StartResponseHandover(Handover):
         return self._socket, self._take_leftover()
 
 
-class _TransportHandover(_StartResponseHandover):
-    """Our own pywsgi handler: pywsgi writes the 101, the :class:`Transport` ends its HTTP side."""
+class _TransportHandover(Handover):
+    """Our own pywsgi handler, through its :class:`Transport`.
 
-    def __init__(self, transport: Transport, start_response: StartResponse) -> None:
-        super().__init__(transport.socket, start_response, lambda: transport.take_over()[1])
+    For the app the server calls directly the transport writes the 101 and
+    runs the client handler after the response; otherwise pywsgi writes the
+    101 through ``start_response`` (middleware may add headers) and the
+    handler runs inside the application.
+    """
+
+    def __init__(self, transport: Transport, start_response: StartResponse, app: Any) -> None:
+        self._transport = transport
+        self._start_response = start_response
+        self._direct = app is not None and transport.direct_app is app
+
+    def upgrade(self, headers: Headers) -> tuple[socket.socket, bytes]:
+        sent = [(k, v) for k, v in headers if k.lower() not in _BODY_HEADERS]
+        if self._direct:
+            return self._transport.switch_protocols(sent)
+        self._start_response(_STATUS_101, sent)(b"")
+        return self._transport.take_over()
+
+    def serve_later(self, serve: Callable[[], None]) -> bool:
+        if self._direct:
+            self._transport.serve_after_response(serve)
+        return self._direct
 
 
 class _GunicornHandover(_StartResponseHandover):
@@ -168,15 +201,15 @@ class _Dropped:
         raise ConnectionAbortedError("The WebSocket connection is over")
 
 
-def find_handover(environ: dict[str, Any], start_response: StartResponse) -> Handover:
-    """The way the server behind ``environ`` hands its socket over.
+def find_handover(environ: dict[str, Any], start_response: StartResponse, app: Any = None) -> Handover:
+    """The way the server behind ``environ`` hands its socket over to ``app``, the endpoint asking.
 
     Raises :class:`UnsupportedServerError` (with a message for the log) when
     it cannot do so safely.
     """
     transport = environ.get(TRANSPORT_KEY)
     if transport is not None:
-        return _TransportHandover(transport, start_response)
+        return _TransportHandover(transport, start_response, app)
     if "werkzeug.socket" in environ:
         sock = environ["werkzeug.socket"]
         _require_gevent(sock, "werkzeug's development server runs this request in a blocking thread")
@@ -198,6 +231,17 @@ def find_handover(environ: dict[str, Any], start_response: StartResponse) -> Han
     return _StartResponseHandover(sock, start_response, lambda: drain_reader(reader, sock))
 
 
+def hand_on(environ: dict[str, Any], app: Any, to: Any) -> None:
+    """``app`` is about to call ``to`` with the same environ and ``start_response``, and nothing around the call.
+
+    If the server called ``app`` directly, it now calls ``to`` directly as far
+    as an endpoint can tell (see :meth:`Handover.serve_later`).
+    """
+    transport = environ.get(TRANSPORT_KEY)
+    if transport is not None and transport.direct_app is app:
+        transport.direct_app = to
+
+
 def _require_gevent(sock: Any, reason: str) -> None:
     if not _is_gevent_socket(sock):
         raise UnsupportedServerError(UNSUPPORTED_SERVER_MESSAGE % reason)
@@ -217,4 +261,4 @@ def _gunicorn_leftover(environ: dict[str, Any]) -> bytes:
     return leftover
 
 
-__all__ = ["UNSUPPORTED_SERVER_MESSAGE", "Handover", "UnsupportedServerError", "find_handover"]
+__all__ = ["UNSUPPORTED_SERVER_MESSAGE", "Handover", "UnsupportedServerError", "find_handover", "hand_on"]

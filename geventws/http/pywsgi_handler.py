@@ -2,10 +2,17 @@
 
 WSGI has no standard way to take over the socket after a 101, so the server's
 request handler puts a :class:`Transport` into the environ under
-:data:`TRANSPORT_KEY`.  The endpoint has pywsgi write the 101 (through
-``start_response``, so the access log records it) and then calls
-:meth:`Transport.take_over`: from then on the HTTP server writes nothing more
-on that connection, ends keep-alive and closes it when the endpoint returns.
+:data:`TRANSPORT_KEY`.  Through it the endpoint writes the 101 (or has pywsgi
+write it through ``start_response``) and claims the socket: from then on the
+HTTP server writes nothing more on that connection, ends keep-alive, logs the
+101 and closes the connection when the endpoint is done with it.
+
+The app the server calls directly (a :class:`~.endpoint.Websocket`, or one a
+:class:`~.router.Router` dispatches to) may also leave its client handler to
+run after it has returned (:meth:`Transport.serve_after_response`), from the
+connection's own frame: what an idle connection's greenlet keeps is then its
+handler's frames and little of the HTTP request's (measured per connection
+with tracemalloc and RSS, ``idle`` cell of ``bench/run.py``).
 """
 
 from __future__ import annotations
@@ -15,42 +22,74 @@ import logging
 import socket
 import ssl
 import time
-from collections.abc import Iterator
-from typing import Any, BinaryIO
+from collections.abc import Callable
+from typing import Any
 
-import gevent
-from gevent.pywsgi import MAX_REQUEST_LINE, WSGIHandler, _InvalidClientInput
+from gevent import getcurrent
+from gevent.pywsgi import MAX_REQUEST_LINE, WSGIHandler, _InvalidClientInput, format_date_time, unquote_latin1
 from greenlet import GreenletExit
 
 from .request_body import DEFAULT_BODY_TIMEOUT, BodyInput
-from .request_head import MAX_HEADER_FIELDS, BadRequestHead, error_response, parse_request_head, quote
+from .request_head import (
+    MAX_HEADER_FIELDS,
+    BadRequestHead,
+    RequestHead,
+    error_response,
+    parse_request_head,
+    quote,
+)
 
 TRANSPORT_KEY = "geventws.transport"
 #: 16 KiB of request header fields, like common reverse proxies.
 DEFAULT_MAX_HEADER_SIZE = 16 * 1024
+#: The level of access log lines (``server.access_logger``).
+ACCESS_LOG_LEVEL = logging.INFO
+_STATUS_101 = "101 Switching Protocols"
 
 
 class Transport:
-    """The socket and buffered reader behind one HTTP request."""
+    """The connection behind one HTTP request, as the endpoint that upgrades it sees it.
 
-    def __init__(self, sock: socket.socket, reader: BinaryIO, on_take_over: Any = None) -> None:
-        self.socket = sock
-        self.reader = reader
+    ``direct_app`` is the WSGI app the server calls with nothing of its own
+    around the call; an app that passes the request on unwrapped hands it on
+    (``handover.hand_on``).  Only that app writes the 101 itself
+    (:meth:`switch_protocols`, its ``start_response`` is the server's own) and
+    may leave its client handler for after the response
+    (:meth:`serve_after_response`).
+    """
+
+    def __init__(self, handler: WebsocketWSGIHandler, app: Any) -> None:
+        self.socket: socket.socket = handler.socket
+        self.direct_app = app
         self.taken = False
-        self._on_take_over = on_take_over
+        self._handler: WebsocketWSGIHandler | None = handler
+
+    def switch_protocols(self, headers: list[tuple[str, str]]) -> tuple[socket.socket, bytes]:
+        """Write the 101 with ``headers`` and claim the connection (see :meth:`take_over`)."""
+        self._live_handler()._write_101(headers)
+        return self.take_over()
 
     def take_over(self) -> tuple[socket.socket, bytes]:
-        """Claim the connection: the socket, and what the client sent after the handshake that was read already.
+        """Claim the connection once the 101 is out: the socket, and what the client sent after the handshake.
 
         The HTTP server's buffered reader is emptied and let go: held by an idle
         WebSocket connection it would cost its buffer for nothing.
         """
         self.taken = True
-        leftover = drain_reader(self.reader, self.socket)
-        self.reader = _CLOSED_READER
-        if self._on_take_over is not None:
-            self._on_take_over()
-        return self.socket, leftover
+        return self.socket, self._live_handler()._hand_over()
+
+    def serve_after_response(self, serve: Callable[[], None]) -> None:
+        """Have the server call ``serve()`` once the application has returned, before it closes the connection."""
+        self._live_handler()._serve_after = serve
+
+    def release(self) -> None:
+        """Forget the request handler (which holds the environ that holds this transport)."""
+        self._handler = None
+
+    def _live_handler(self) -> WebsocketWSGIHandler:
+        if self._handler is None:
+            raise RuntimeError("The request this transport belonged to is over")
+        return self._handler
 
 
 def drain_reader(reader: Any, sock: socket.socket) -> bytes:
@@ -67,7 +106,102 @@ def drain_reader(reader: Any, sock: socket.socket) -> bytes:
         sock.settimeout(timeout)
 
 
-_CLOSED_READER: BinaryIO = io.BytesIO()
+class _SocketInput(socket.SocketIO):
+    """The raw stream under the request handler's buffered reader.
+
+    Once ``held`` it reads nothing more from the socket: emptying the buffer
+    at take-over then costs no read that can only fail with ``EAGAIN``.
+    """
+
+    held = False
+
+    def readinto(self, b: Any) -> int | None:
+        """Read from the socket into ``b``, unless held (``None``: nothing to read now)."""
+        if self.held:
+            return None
+        count: int | None = super().readinto(b)
+        return count
+
+
+def _buffered_reader(sock: socket.socket) -> io.BufferedReader:
+    """A buffered reader over ``sock``, as ``sock.makefile("rb")`` builds it, on a :class:`_SocketInput`."""
+    raw = _SocketInput(sock, "rb")
+    sock._io_refs += 1  # type: ignore[attr-defined]  # as makefile: closing the reader releases it
+    return io.BufferedReader(raw, io.DEFAULT_BUFFER_SIZE)
+
+
+def _whole_fields(buffered: bytes, limit: int) -> bytes:
+    """The header fields and the empty line after them, if ``buffered`` holds them all within the limits; else ``b""``.
+
+    The same bytes the line-by-line read takes: lines end with LF, the first
+    line that is a bare CRLF or LF ends the head.
+    """
+    if buffered[:1] == b"\n" or buffered[:2] == b"\r\n":
+        return buffered[: 1 if buffered[:1] == b"\n" else 2]
+    crlf, lf = buffered.find(b"\n\r\n", 0, limit), buffered.find(b"\n\n", 0, limit)
+    if crlf < 0 and lf < 0:
+        return b""
+    end = crlf + 3 if lf < 0 or 0 <= crlf < lf else lf + 2
+    fields = buffered[:end]
+    if end > limit or fields.count(b"\n") > MAX_HEADER_FIELDS + 1:
+        return b""
+    return fields
+
+
+#: Header name -> environ key (``Sec-WebSocket-Key`` -> ``HTTP_SEC_WEBSOCKET_KEY``; ``""``: not passed on),
+#: for the first names seen: each request then shares the key strings instead of making its own.
+_environ_keys: dict[str, str] = {}
+_ENVIRON_KEYS_LIMIT = 512
+
+
+def _environ_key(name: str) -> str:
+    """The environ key of header ``name``, as pywsgi makes it; ``""`` for a name it drops."""
+    key = _environ_keys.get(name)
+    if key is None:
+        if "_" in name:
+            key = ""  # like pywsgi: X_Forwarded_For must not pass for X-Forwarded-For
+        else:
+            key = name.upper().replace("-", "_")
+            if key not in ("CONTENT_TYPE", "CONTENT_LENGTH"):
+                key = "HTTP_" + key
+        if len(_environ_keys) < _ENVIRON_KEYS_LIMIT:
+            _environ_keys[name] = key
+    return key
+
+
+def _add_headers(environ: dict[str, Any], headers: list[tuple[str, str]]) -> None:
+    """Put ``headers`` in ``environ`` as pywsgi does.
+
+    Repeated headers are joined with commas (cookies with ``"; "``); the
+    first ``Content-Type`` and the first non-empty ``Content-Length`` become
+    ``CONTENT_TYPE`` and ``CONTENT_LENGTH``.
+    """
+    for name, value in headers:
+        key = _environ_key(name)
+        if not key:
+            continue
+        if key[0] == "C":  # CONTENT_TYPE or CONTENT_LENGTH: the first one counts
+            if key not in environ and (value or key == "CONTENT_TYPE"):
+                environ[key] = value
+        elif key in environ:
+            environ[key] += ("; " if "COOKIE" in key else ",") + value
+        else:
+            environ[key] = value
+
+
+_date: tuple[int, str] = (0, "")
+
+
+def _http_date() -> str:
+    """The ``Date`` header value of this second, formatted once a second (pywsgi formats it per response)."""
+    global _date
+    now = int(time.time())
+    if _date[0] != now:
+        _date = (now, format_date_time(now).decode("latin-1"))
+    return _date[1]
+
+
+_CLOSED_READER: Any = io.BytesIO()
 _CLOSED_READER.close()
 
 
@@ -91,14 +225,29 @@ class WebsocketWSGIHandler(WSGIHandler):  # type: ignore[misc]
       any malformed or ambiguous head gets its 4xx and the connection closes.
     - Client mistakes are logged as one line at INFO on the server's logger,
       application errors with their traceback at ERROR; nothing is printed.
+    - Upgrades: see :class:`Transport`.  A client handler left for after the
+      response runs once pywsgi is done with the request, whose state (head,
+      environ, response headers) the handler object lets go first.
     """
 
-    _head_deadline: gevent.Timeout | None = None
+    _head_deadline: Any = None  # a timer of the loop
     _upgrade_logged = False
+    _transport: Transport | None = None
+    _serve_after: Callable[[], None] | None = None
     #: Requests read on this connection so far.
     _served = 0
     rfile: Any
     headers: Any
+    environ: dict[str, Any]
+    wsgi_input: Any
+    socket: Any
+    server: Any
+
+    def __init__(self, sock: socket.socket, address: Any, server: Any, rfile: Any = None) -> None:
+        self.socket = sock
+        self.client_address = address
+        self.server = server
+        self.rfile = _buffered_reader(sock) if rfile is None else rfile
 
     def read_requestline(self) -> str:
         """Read the request line: idle keep-alive time first (between requests), then the head's deadline."""
@@ -125,6 +274,11 @@ class WebsocketWSGIHandler(WSGIHandler):  # type: ignore[misc]
     def _read_head(self, raw_requestline: str) -> bytes:
         """The request line and the header fields up to the empty line, within the size limits."""
         limit: int = getattr(self.server, "max_header_size", None) or DEFAULT_MAX_HEADER_SIZE
+        fields = _whole_fields(self.rfile.peek(), limit)
+        if fields:
+            self.rfile.read(len(fields))
+            return raw_requestline.encode("latin-1") + fields
+        # Not all there yet, or over a limit: line by line, which also says which limit.
         lines = [raw_requestline.encode("latin-1")]
         size = 0
         while True:
@@ -173,38 +327,78 @@ class WebsocketWSGIHandler(WSGIHandler):  # type: ignore[misc]
         address = self.client_address
         return str(address[0]) if isinstance(address, tuple) and address else str(address or "-")
 
-    def _headers(self) -> Iterator[tuple[str, str]]:
-        for name, value in self.headers.headers:
-            if "_" in name:
-                continue  # like pywsgi: X_Forwarded_For must not pass for X-Forwarded-For
-            key = name.upper().replace("-", "_")
-            if key not in ("CONTENT_TYPE", "CONTENT_LENGTH"):
-                yield "HTTP_" + key, value
-
     def get_environ(self) -> dict[str, Any]:
-        """The environ, with the :class:`Transport` that lets the endpoint take the socket over."""
+        """The environ pywsgi would build, with a bounded ``wsgi.input`` and the :class:`Transport`.
+
+        Built here from the parsed head rather than by pywsgi, which looks each
+        header up again and builds an input of its own only to have it replaced.
+        """
         self._arm(None, "")  # the head is complete: the application has all the time it needs
         self._served += 1
-        environ: dict[str, Any] = super().get_environ()
+        head: RequestHead = self.headers
+        environ: dict[str, Any] = self.server.get_environ()
+        environ["REQUEST_METHOD"] = head.method
+        environ["SCRIPT_NAME"] = ""
+        path, _, query = head.target.partition("?")
+        environ["PATH_INFO"] = unquote_latin1(path) if "%" in path else path
+        environ["QUERY_STRING"] = query
+        environ["SERVER_PROTOCOL"] = head.version
+        address = self.client_address
+        if isinstance(address, tuple):
+            environ["REMOTE_ADDR"] = str(address[0])
+            environ["REMOTE_PORT"] = str(address[1])
+        _add_headers(environ, head.headers)
         continue_socket = self.socket if environ.get("HTTP_EXPECT", "").lower() == "100-continue" else None
         timeout = getattr(self.server, "body_timeout", DEFAULT_BODY_TIMEOUT)
-        self.wsgi_input = BodyInput(
-            self.rfile, self.content_length, continue_socket, self.headers.chunked, timeout, self
-        )
+        self.wsgi_input = BodyInput(self.rfile, self.content_length, continue_socket, head.chunked, timeout, self)
         # A body is read through the bounded input even on an upgrade request: the socket
         # itself is handed over through the Transport.
         environ["wsgi.input"] = self.wsgi_input
         environ["wsgi.input_terminated"] = True
-        environ[TRANSPORT_KEY] = Transport(self.socket, self.rfile, self._taken_over)
+        self._transport = environ[TRANSPORT_KEY] = Transport(self, self.server.application)
         return environ
 
+    def handle_one_request(self) -> Any:
+        """One request; a client handler left for after the response (see :class:`Transport`) runs here."""
+        try:
+            result = super().handle_one_request()
+        finally:
+            self._end_transport()
+        serve = self._serve_after
+        if serve is None:
+            return result
+        self._serve_after = None
+        self._forget_request()
+        serve()  # this frame's locals live as long as the connection: only the handler's own
+        return None  # the connection is over
+
+    def _end_transport(self) -> None:
+        transport, self._transport = self._transport, None
+        if transport is not None:
+            transport.release()
+            self.environ.pop(TRANSPORT_KEY, None)  # the environ may live on with the connection
+
+    def _forget_request(self) -> None:
+        """Let go of what pywsgi kept of the request, for the life of the connection; the socket stays."""
+        sock, address, server = self.socket, self.client_address, self.server
+        self.__dict__.clear()
+        self.socket, self.client_address, self.server = sock, address, server
+
     def _arm(self, seconds: float | None, reason: str) -> None:
-        if self._head_deadline is not None:
-            self._head_deadline.close()
+        """Throw ``TimeoutError(reason)`` into this greenlet in ``seconds`` (``None``: never), replacing the last one.
+
+        A bare timer of the loop, as ``gevent.Timeout`` arms one, without the
+        ``Timeout`` object around it (a third of the cost of arming it).
+        """
+        timer = self._head_deadline
+        if timer is not None:
+            timer.close()
             self._head_deadline = None
         if seconds is not None:
             # A TimeoutError is an OSError: pywsgi drops the connection quietly.
-            self._head_deadline = gevent.Timeout.start_new(seconds, TimeoutError(reason))
+            timer = self.server.loop.timer(seconds, ref=True, priority=-1)
+            timer.start(getcurrent().throw, TimeoutError(reason))
+            self._head_deadline = timer
 
     def handle(self) -> None:
         """Serve the connection's requests; the head deadline never outlives it."""
@@ -213,24 +407,62 @@ class WebsocketWSGIHandler(WSGIHandler):  # type: ignore[misc]
         finally:
             self._arm(None, "")
 
-    def _taken_over(self) -> None:
+    def _take_buffered(self) -> bytes:
+        """What the buffered reader holds already: the first bytes after the head."""
+        raw = getattr(self.rfile, "raw", None)
+        if not isinstance(raw, _SocketInput):
+            return drain_reader(self.rfile, self.socket)
+        raw.held = True
+        return (
+            self.rfile.read1(65536) or b""
+        )  # the buffer, without touching the socket (TLS: the SSL object keeps its own)
+
+    def _write_101(self, headers: list[tuple[str, str]]) -> None:
+        """Send the 101 as pywsgi would through ``start_response`` and ``write``, with less work.
+
+        Header names and values are checked as pywsgi checks them (no CR or
+        LF: a header cannot be injected), and a ``Date`` is added.
+        """
+        lines = ["HTTP/1.1 101 Switching Protocols\r\n"]
+        for name, value in headers:
+            if "\r" in name or "\n" in name or "\r" in value or "\n" in value:
+                raise ValueError(f"carriage return or newline in header {name!r}")
+            lines.append(f"{name}: {value}\r\n")
+        lines.append(f"Date: {_http_date()}\r\n\r\n")
+        self.status = _STATUS_101.encode("latin-1")
+        self._orig_status = _STATUS_101
+        self.code = 101
+        self.response_headers = headers
+        self.headers_sent = True
+        self._sendall("".join(lines).encode("latin-1"))
+
+    def _hand_over(self) -> bytes:
+        """End the HTTP side of the connection once the 101 is out; returns what the reader held already."""
+        leftover = self._take_buffered()
         # Keep-alive ends here: the bytes that follow are WebSocket frames.
         self.close_connection = True
         # Let the buffered reader go (see Transport.take_over); a closed one ends pywsgi's request loop.
         self.rfile = _CLOSED_READER
-        self.wsgi_input.rfile = _CLOSED_READER
-        self.environ["wsgi.input"] = io.BytesIO()
+        self.wsgi_input.end()  # still the environ's wsgi.input, now empty
         # The access line is written now, when the upgrade happens: pywsgi would
         # write it when the request returns, that is when the connection ends.
-        self._orig_status = "101 Switching Protocols"
+        self._orig_status = _STATUS_101
         self.time_finish = time.time()
         self.log_request()
         self._upgrade_logged = True
+        # Logged: the head and the response headers are of no more use, however long the connection lasts.
+        self.__dict__.pop("headers", None)
+        self.__dict__.pop("response_headers", None)
+        return leftover
 
     def log_request(self) -> None:
-        """Write the access line, once: an upgraded request was logged at take-over."""
-        if not self._upgrade_logged:  # an upgraded request was logged at take-over
-            super().log_request()
+        """Write the access line, once (an upgraded request was logged at take-over), unless no one would see it."""
+        if self._upgrade_logged:
+            return
+        access_logger: logging.Logger | None = getattr(self.server, "access_logger", None)
+        if access_logger is not None and not access_logger.isEnabledFor(ACCESS_LOG_LEVEL):
+            return  # formatting the line costs more than parsing a handshake's head
+        super().log_request()
 
     def format_request(self) -> str:
         """The access line, naming the client address the application saw, with the request line cut to 200 chars."""

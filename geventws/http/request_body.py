@@ -12,6 +12,7 @@ instead of kept alive.
 
 from __future__ import annotations
 
+import io
 import logging
 from typing import Any
 
@@ -25,6 +26,7 @@ DEFAULT_BODY_TIMEOUT = 30.0
 _PIECE = 64 * 1024
 
 _logger = logging.getLogger("geventws.http")
+_NOTHING = io.BytesIO()
 
 
 class BodyTimeout(_InvalidClientInput, RequestTimeout):  # type: ignore[misc]
@@ -52,6 +54,13 @@ class BodyInput(Input):  # type: ignore[misc]
         super().__init__(rfile, content_length, socket=sock, chunked_input=chunked)
         self._timeout = timeout
         self._handler = handler
+
+    def end(self) -> None:
+        """Take nothing more from the connection (it was handed over): from now on this input reads as empty."""
+        if self.content_length is None and not self.chunked_input:
+            self.rfile = _NOTHING  # type: ignore[misc]  # a slot of pywsgi's Input; no length: it reads as empty
+        else:
+            super().__init__(_NOTHING, None)  # pywsgi's Input over nothing, with no length
 
     def read(self, length: int | None = None) -> bytes:
         """Up to ``length`` bytes of body (all of it for ``None``), each 64 KiB within the deadline."""

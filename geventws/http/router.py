@@ -12,6 +12,7 @@ from werkzeug.routing import Map, Rule
 from werkzeug.wrappers import Request
 
 from .error_handler import DefaultErrorHandler, ErrorHandler, respond_to_http_exception
+from .handover import hand_on
 
 WSGIApp = Callable[[dict[str, Any], Callable[..., Any]], Iterable[bytes]]
 
@@ -71,9 +72,11 @@ class Router:
             app, arguments = adapter.match()
         except (NotFound, MethodNotAllowed) as miss:
             if self._fallback is not None:
+                hand_on(environ, self, self._fallback)
                 return self._fallback(environ, start_response)
             return self._refuse(miss, environ, start_response)
         environ["wsgiorg.routing_args"] = ((), arguments)
+        hand_on(environ, self, app)
         result: Iterable[bytes] = app(environ, start_response)
         return result
 

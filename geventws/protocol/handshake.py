@@ -21,7 +21,7 @@ _STRIPPED_FROM_101 = frozenset({"content-type", "content-length"})
 def accept_key(key: str) -> str:
     """The ``Sec-WebSocket-Accept`` value answering ``Sec-WebSocket-Key`` (RFC 6455 section 4.2.2)."""
     digest = hashlib.sha1(key.encode("ascii") + _GUID).digest()
-    return base64.b64encode(digest).decode("ascii")
+    return binascii.b2a_base64(digest, newline=False).decode("ascii")
 
 
 def is_valid_key(key: str | None) -> bool:
