@@ -237,3 +237,17 @@ def test_a_buffered_head_is_taken_whole_exactly_as_line_by_line(rest: bytes, lim
                     outcome = (type(error), getattr(error, "status", None))
             outcomes.append((outcome, handler.rfile.read()))
     assert outcomes[0] == outcomes[1]
+
+
+def test_an_error_after_the_upgrade_is_logged_not_printed(serve: Any, caplog: Any, capfd: Any) -> None:
+    def app(server: geventws.Server) -> geventws.Websocket:
+        endpoint = geventws.Websocket(server, None, None, frames_seen)
+        endpoint._serve = lambda *args: 1 / 0  # type: ignore[method-assign]
+        return endpoint
+
+    running = serve(factory(app))
+    status, _, _ = raw_exchange(running.port, handshake_request(running.port), read_until_close=True)
+    assert status == 101
+    errors = [r for r in caplog.records if r.levelno >= logging.ERROR]
+    assert errors and errors[0].getMessage().startswith("Error serving the upgraded connection from 127.0.0.1")
+    assert "Traceback" not in capfd.readouterr().err

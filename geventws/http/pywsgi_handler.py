@@ -369,7 +369,10 @@ class WebsocketWSGIHandler(WSGIHandler):  # type: ignore[misc]
             return result
         self._serve_after = None
         self._forget_request()
-        serve()  # this frame's locals live as long as the connection: only the handler's own
+        try:
+            serve()  # this frame's locals live as long as the connection: only the handler's own
+        except Exception:  # as pywsgi would for an application error: logged, never printed
+            self._logger().exception("Error serving the upgraded connection from %s", self._peer())
         return None  # the connection is over
 
     def _end_transport(self) -> None:
