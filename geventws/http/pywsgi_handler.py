@@ -29,7 +29,7 @@ from gevent import getcurrent
 from gevent.pywsgi import MAX_REQUEST_LINE, WSGIHandler, _InvalidClientInput, format_date_time, unquote_latin1
 from greenlet import GreenletExit
 
-from .request_body import DEFAULT_BODY_TIMEOUT, BodyInput
+from .request_body import DEFAULT_BODY_TIMEOUT, NO_BODY, BodyInput
 from .request_head import (
     MAX_HEADER_FIELDS,
     BadRequestHead,
@@ -348,9 +348,12 @@ class WebsocketWSGIHandler(WSGIHandler):  # type: ignore[misc]
             environ["REMOTE_ADDR"] = str(address[0])
             environ["REMOTE_PORT"] = str(address[1])
         _add_headers(environ, head.headers)
-        continue_socket = self.socket if environ.get("HTTP_EXPECT", "").lower() == "100-continue" else None
-        timeout = getattr(self.server, "body_timeout", DEFAULT_BODY_TIMEOUT)
-        self.wsgi_input = BodyInput(self.rfile, self.content_length, continue_socket, head.chunked, timeout, self)
+        if self.content_length is None and not head.chunked:
+            self.wsgi_input = NO_BODY
+        else:
+            continue_socket = self.socket if environ.get("HTTP_EXPECT", "").lower() == "100-continue" else None
+            timeout = getattr(self.server, "body_timeout", DEFAULT_BODY_TIMEOUT)
+            self.wsgi_input = BodyInput(self.rfile, self.content_length, continue_socket, head.chunked, timeout, self)
         # A body is read through the bounded input even on an upgrade request: the socket
         # itself is handed over through the Transport.
         environ["wsgi.input"] = self.wsgi_input

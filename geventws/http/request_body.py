@@ -101,3 +101,8 @@ class BodyInput(Input):  # type: ignore[misc]
 
     def _unread(self) -> bool:
         return bool(self.chunked_input and self.chunk_length != 0) or self.position < (self.content_length or 0)
+
+
+#: The input of every request without a body (no ``Content-Length``, not
+#: chunked): it reads as empty and keeps no state, so one serves them all.
+NO_BODY = BodyInput(_NOTHING, None, None, False, None, None)
