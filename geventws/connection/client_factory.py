@@ -139,7 +139,7 @@ class Rfc6455ClientFactory:
             sock,
             engine,
             leftover=leftover,
-            subprotocol=response.headers.get("Sec-WebSocket-Protocol"),
+            subprotocol=_header(response, "Sec-WebSocket-Protocol"),
             compression_enabled=compression is not None,
             close_period=self.close_period,
             receive_window=self.receive_window,
@@ -147,3 +147,8 @@ class Rfc6455ClientFactory:
             rate_limit=self.rate_limit,
             write_timeout=self.write_timeout,
         )
+
+
+def _header(response: Response, name: str) -> str | None:
+    """A response header or ``None``; werkzeug's ``get()`` raises and catches a KeyError when it is absent."""
+    return response.headers[name] if name in response.headers else None  # noqa: SIM401 - see above
