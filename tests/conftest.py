@@ -136,6 +136,17 @@ def raw_exchange(port: int, request: bytes, read_until_close: bool = True) -> tu
     return int(status_line.split()[1]), headers, body
 
 
+def read_frame(read: Callable[[int], bytes]) -> tuple[int, bytes]:
+    """(first byte, payload) of the next unmasked server frame, read through ``read(size)``."""
+    first, second = read(2)
+    length = second & 0x7F
+    if length == 126:
+        (length,) = struct.unpack("!H", read(2))
+    elif length == 127:
+        (length,) = struct.unpack("!Q", read(8))
+    return first, read(length)
+
+
 def masked_frame(opcode: int, payload: bytes, fin: bool = True, rsv: int = 0) -> bytes:
     """A client frame, masked as RFC 6455 requires, built by hand for malformed-input tests."""
     first = (0x80 if fin else 0) | rsv | opcode

@@ -10,7 +10,7 @@ import time
 import gevent
 import gevent.socket
 import pytest
-from conftest import masked_frame
+from conftest import masked_frame, read_frame
 
 from geventws import (
     CloseCode,
@@ -47,13 +47,7 @@ class Peer:
 
     def frame(self, timeout=5):
         """(first byte, payload) of the next frame."""
-        first, second = self._read(2, timeout)
-        length = second & 0x7F
-        if length == 126:
-            (length,) = struct.unpack("!H", self._read(2, timeout))
-        elif length == 127:
-            (length,) = struct.unpack("!Q", self._read(8, timeout))
-        return first, self._read(length, timeout)
+        return read_frame(lambda size: self._read(size, timeout))
 
     def close_frame(self, timeout=5):
         """Skip to the next close frame: (code or None, reason)."""

@@ -9,7 +9,7 @@ import gevent
 import psutil
 import pytest
 import websocket
-from conftest import factory, handshake_request, masked_frame, raw_exchange
+from conftest import factory, handshake_request, masked_frame, raw_exchange, read_frame
 from gevent.event import AsyncResult
 from websockets.sync.client import connect as websockets_connect
 
@@ -59,13 +59,7 @@ class RawClient:
 
     def frame(self):
         """(first byte, payload) of the next server frame."""
-        first, second = self._read(2)
-        length = second & 0x7F
-        if length == 126:
-            (length,) = struct.unpack("!H", self._read(2))
-        elif length == 127:
-            (length,) = struct.unpack("!Q", self._read(8))
-        return first, self._read(length)
+        return read_frame(self._read)
 
     def close_code(self):
         """Read until a close frame; return its code (1005 if empty)."""

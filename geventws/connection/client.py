@@ -341,14 +341,7 @@ class WebsocketClient:
                 raise TimeoutError("No message within the timeout")
             return
         waiter = self._waiter = Waiter()
-        if timeout is None:
-            try:
-                waiter.get()
-            finally:
-                if self._waiter is waiter:
-                    self._waiter = None
-            return
-        timer = gevent.Timeout.start_new(timeout)
+        timer = gevent.Timeout.start_new(timeout) if timeout is not None else None
         try:
             waiter.get()
         except gevent.Timeout as expired:
@@ -358,7 +351,8 @@ class WebsocketClient:
         finally:
             if self._waiter is waiter:
                 self._waiter = None
-            timer.close()
+            if timer is not None:
+                timer.close()
 
     def __iter__(self) -> Iterator[WebsocketMessage]:
         """The messages until the connection closes."""
@@ -529,23 +523,7 @@ class WebsocketClient:
         if self._watcher is None:
             return  # a callback scheduled before the reading ended
         try:
-            if self._leftover or self._at_eof or self._throttled_until:
-                self._read_once()
-            else:  # the common case, kept short
-                try:
-                    size = self._raw.recv_into(_READ_BUFFER)  # type: ignore[union-attr]
-                except BlockingIOError:
-                    return  # woken for nothing: the loop calls again when data is there
-                except OSError as error:
-                    logger.debug("%r: read failed: %s", self, error)
-                    size = 0
-                if size:
-                    self._on_data(_READ_BUFFER[:size])
-                    if self._must_stop_or_pause():
-                        self._after_read()
-                else:
-                    self._eof()
-                    self._after_read()
+            self._read_once()
         except Exception:
             logger.exception("%r: reader failed", self)
             self._end_reading()
@@ -562,23 +540,25 @@ class WebsocketClient:
             try:
                 size = self._raw.recv_into(_READ_BUFFER)  # type: ignore[union-attr]
             except BlockingIOError:
-                size = -1  # woken for nothing: the loop calls again when data is there
+                return  # woken for nothing: the watcher calls again when data is there
             except OSError as error:
                 logger.debug("%r: read failed: %s", self, error)
                 size = 0
-            if size > 0:
+            if size:
                 self._received(_READ_BUFFER[:size])
-            elif not size:
+            else:
                 self._eof()
-        self._after_read()
+        if self._must_stop_or_pause():
+            self._after_read()
 
     def _must_stop_or_pause(self) -> bool:
-        """Whether :meth:`_after_read` has anything to do after a plain read (a cheap check first)."""
+        """Whether :meth:`_after_read` has anything to do (a cheap check; otherwise the watcher just goes on)."""
         return bool(
             self._engine.state is not EngineState.OPEN
             or self._unread >= self._receive_window
             or self._throttled_until
             or self._leftover
+            or self._at_eof
         )
 
     def _after_read(self) -> None:
@@ -727,16 +707,18 @@ class WebsocketClient:
         The event-loop reader may not block: what the socket does not take at
         once is finished by a greenlet of its own.
         """
-        if self._watcher is not None and not self.writer.send_control_nowait():
-            gevent.spawn(self._answer_blocking)
+        if self._watcher is None:
+            self._answer_blocking()
+        elif self.writer.send_control_nowait():
+            self._half_close_if_failed()
         else:
-            if self._watcher is None:
-                self._send_control()
-            if self._engine.failed:
-                self._half_close()
+            gevent.spawn(self._answer_blocking)
 
     def _answer_blocking(self) -> None:
         self._send_control()
+        self._half_close_if_failed()
+
+    def _half_close_if_failed(self) -> None:
         if self._engine.failed:
             self._half_close()
 

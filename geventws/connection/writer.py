@@ -123,10 +123,7 @@ class Writer:
                 if not self._message_lock.locked():
                     self._check_open()
                     buffers, frames = self._engine.encode(data)
-                    if frames == 1 and self._partial is None:
-                        self._write_frame(buffers[0])
-                    else:
-                        self._write(buffers, frames)  # one write, however many frames: nothing gets between them
+                    self._write(buffers, frames)  # one write, however many frames: nothing gets between them
                     self._count_message()
                     return
         with self._message_lock:
@@ -173,30 +170,10 @@ class Writer:
         frame; the caller makes sure :meth:`flush` runs (in a greenlet of its own).
         Raises :class:`~geventws.WebsocketClosedException` when closed.
         """
-        # Kept flat (no helper calls): a broadcast runs this once per client.
-        raw = self._raw
-        if raw is None or self._partial is not None or self._write_lock.locked() or self._message_lock.locked():
+        if self._raw is None or self._partial is not None or self._write_lock.locked() or self._message_lock.locked():
             return -1
-        if self._lost or self._engine.state is not EngineState.OPEN:
-            raise self._closed_error()
-        wire = message.wire
-        try:
-            written: int = raw.send(wire)
-        except BlockingIOError:
-            written = 0
-        except OSError as error:
-            raise self._fail(error) from error
-        if written:
-            stats = self._stats
-            stats.bytes_sent += written
-            stats.last_send = time.time()
-            if written == len(wire):
-                stats.frames_sent += message.frame_count
-                stats.messages_sent += 1
-                stats.last_data_send = stats.last_send
-            else:
-                self._keep_partial(memoryview(wire)[written:], message.frame_count, True)
-        return written
+        self._check_open()
+        return self._send_now(message.wire, message.frame_count, True)
 
     def flush(self) -> None:
         """Finish what :meth:`write_nowait` began, blocking as needed."""
@@ -228,20 +205,14 @@ class Writer:
         if not frames:
             return True
         data = b"".join(frames)
-        try:
-            written = self._send_nowait([data])
-        except OSError as error:
-            self._fail(error)  # TCP is dropped: the reader finishes with 1006
-            return True
         self._stats.pongs_sent += sum(frame[0] == _PONG_FIN for frame in frames)
-        if written == len(data):
-            self._sent(written)
-            self._stats.frames_sent += len(frames)
-            return True
-        if written:
-            self._sent(written)
-        self._keep_partial(memoryview(data)[written:], len(frames), False)
-        return False
+        try:
+            written = self._send_now(data, len(frames), False)
+        except WebsocketClosedException:
+            return True  # TCP is dropped: the reader finishes with 1006
+        if not written:
+            self._keep_partial(memoryview(data), len(frames), False)  # taken from the engine: the writer keeps it
+        return written == len(data)
 
     def send_ping(self, payload: bytes) -> None:
         """Queue a ping in the engine and write it; raises :class:`~geventws.WebsocketClosedException` once closing."""
@@ -273,29 +244,29 @@ class Writer:
         self._sent(total)
         self._stats.frames_sent += frames
 
+    def _send_now(self, data: bytes, frames: int, is_message: bool) -> int:
+        """One non-blocking send of ``data`` (``frames`` frames); the rest, if any, is kept for :meth:`flush`.
+
+        Returns the bytes written; raises :class:`~geventws.WebsocketClosedException` if the send failed.
+        """
+        try:
+            written = self._send_nowait([data])
+        except OSError as error:
+            raise self._fail(error) from error
+        if written:
+            self._sent(written)
+            if written == len(data):
+                self._stats.frames_sent += frames
+                if is_message:
+                    self._count_message()
+            else:
+                self._keep_partial(memoryview(data)[written:], frames, is_message)
+        return written
+
     def _keep_partial(self, rest: memoryview, frames: int, is_message: bool) -> None:
         self._partial = rest
         self._partial_frames = frames
         self._partial_message = is_message
-
-    def _write_frame(self, frame: bytes | memoryview) -> None:
-        """:meth:`_write` of one frame: the path of every small message, kept short."""
-        raw = self._raw
-        try:
-            sent = raw.send(frame) if raw is not None else 0
-        except BlockingIOError:
-            sent = 0
-        except OSError as error:
-            raise self._fail(error) from error
-        if sent < len(frame):
-            try:
-                self._sendall([memoryview(frame)[sent:]])
-            except OSError as error:
-                raise self._fail(error) from error
-        stats = self._stats
-        stats.bytes_sent += len(frame)
-        stats.frames_sent += 1
-        stats.last_send = time.time()
 
     def _flush_partial(self) -> None:
         partial, self._partial = self._partial, None
@@ -338,13 +309,12 @@ class Writer:
             ):
                 self._socket.sendall(data)
             return total
+        sent = self._send_nowait(buffers)  # the common case: the socket takes it all
+        if sent == total:
+            return total
         pending = [buffer for buffer in buffers if len(buffer)]  # an empty one would never count as sent
         first = 0
-        while first < len(pending):
-            sent = self._send_nowait(pending[first:])
-            if not sent:
-                self._wait_writable()
-                continue
+        while True:
             while sent:  # drop what went out; cut into the buffer it ended in
                 size = len(pending[first])
                 if sent >= size:
@@ -353,7 +323,10 @@ class Writer:
                 else:
                     pending[first] = memoryview(pending[first])[sent:]
                     sent = 0
-        return total
+            if first == len(pending):
+                return total
+            self._wait_writable()
+            sent = self._send_nowait(pending[first:])
 
     def _wait_writable(self) -> None:
         assert self._raw is not None

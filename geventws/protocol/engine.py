@@ -40,10 +40,9 @@ from .deflate import DeflateCodec, InflateLimitError
 from .events import Close, Data, Event, Ping, ProtocolFailure
 from .frames import OPCODE_BINARY, OPCODE_CONTINUATION, OPCODE_TEXT, frame_header, single_frame, split_frames
 from .limits import MessageLimits
-from .reader import WHOLE_FRAME_LIMIT, CloseFrame, CompressedChunk, FrameReader, Parsed
+from .reader import WHOLE_FRAME_LIMIT, CloseFrame, CompressedChunk, FrameReader, Parsed, _Failure, decode_text
 
 _CLOSE, _PING, _PONG = 0x8, 0x9, 0xA
-_Utf8Decoder = codecs.getincrementaldecoder("utf-8")
 
 #: 32 KiB: frames this size keep per-frame overhead negligible while letting
 #: control frames (pongs, the close) slip in between the frames of a long message.
@@ -111,13 +110,6 @@ class ProtocolEngine(Protocol):
     def send_close(self, code: int | None, reason: str = "") -> bool:
         """Queue our close frame (``None``: without a code); False if one was sent already."""
         ...
-
-
-class _Failure(Exception):
-    def __init__(self, code: int, reason: str) -> None:
-        super().__init__(reason)
-        self.code = code
-        self.reason = reason
 
 
 class AnswerQueue:
@@ -255,12 +247,7 @@ class LeanEngine(AnswerQueue):
             data = Data(output, True, chunk.frame_finished, message_finished)
         else:
             try:
-                if message_finished and self._decoder is None:
-                    text = output.decode("utf-8")  # the whole message in one piece: the common case
-                else:
-                    if self._decoder is None:
-                        self._decoder = _Utf8Decoder()
-                    text = self._decoder.decode(output, message_finished)
+                text, self._decoder = decode_text(self._decoder, output, message_finished)
             except UnicodeDecodeError as error:
                 raise _Failure(1007, "Text message is not valid UTF-8") from error
             data = Data(text, False, chunk.frame_finished, message_finished)

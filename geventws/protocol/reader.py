@@ -87,6 +87,21 @@ class _Failure(Exception):
         self.reason = reason
 
 
+def decode_text(
+    decoder: codecs.IncrementalDecoder | None, chunk: bytes, final: bool
+) -> tuple[str, codecs.IncrementalDecoder | None]:
+    """UTF-8 of one chunk of a text message, and the decoder to carry to the next chunk.
+
+    A message in one piece is decoded in one call, without a decoder (the
+    common case); raises :class:`UnicodeDecodeError`.
+    """
+    if final and decoder is None:
+        return chunk.decode("utf-8"), None
+    if decoder is None:
+        decoder = _Utf8Decoder()
+    return decoder.decode(chunk, final), decoder
+
+
 class PythonFrameReader:
     """The reader in pure Python: the fallback of the C type, and its reference in the tests."""
 
@@ -263,12 +278,7 @@ class PythonFrameReader:
             events.append(Data(chunk, True, frame_finished, message_finished))
         else:
             try:
-                if message_finished and self._decoder is None:
-                    text = chunk.decode("utf-8")  # the whole message in one piece: the common case
-                else:
-                    if self._decoder is None:
-                        self._decoder = _Utf8Decoder()
-                    text = self._decoder.decode(chunk, message_finished)
+                text, self._decoder = decode_text(self._decoder, chunk, message_finished)
             except UnicodeDecodeError as error:
                 raise _Failure(1007, "Text message is not valid UTF-8") from error
             events.append(Data(text, False, frame_finished, message_finished))
