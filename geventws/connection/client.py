@@ -523,7 +523,23 @@ class WebsocketClient:
         if self._watcher is None:
             return  # a callback scheduled before the reading ended
         try:
-            self._read_once()
+            if self._leftover and not self._throttled_until:  # what came with the handshake, or was held
+                data, self._leftover = self._leftover, b""
+                self._on_data(data)
+            elif not self._at_eof:
+                try:
+                    size = self._raw.recv_into(_READ_BUFFER)  # type: ignore[union-attr]
+                except BlockingIOError:
+                    return  # woken for nothing: the watcher calls again when data is there
+                except OSError as error:
+                    logger.debug("%r: read failed: %s", self, error)
+                    size = 0
+                if size:
+                    self._received(_READ_BUFFER[:size])
+                else:
+                    self._eof()
+            if self._must_stop_or_pause():
+                self._after_read()
         except Exception:
             logger.exception("%r: reader failed", self)
             self._end_reading()
@@ -531,25 +547,6 @@ class WebsocketClient:
         if waiter is not None and (self._incoming or self._close_info is not None):
             self._waiter = None
             waiter.switch(None)
-
-    def _read_once(self) -> None:
-        if self._leftover and not self._throttled_until:  # what came with the handshake, or was held
-            data, self._leftover = self._leftover, b""
-            self._on_data(data)
-        elif not self._at_eof:
-            try:
-                size = self._raw.recv_into(_READ_BUFFER)  # type: ignore[union-attr]
-            except BlockingIOError:
-                return  # woken for nothing: the watcher calls again when data is there
-            except OSError as error:
-                logger.debug("%r: read failed: %s", self, error)
-                size = 0
-            if size:
-                self._received(_READ_BUFFER[:size])
-            else:
-                self._eof()
-        if self._must_stop_or_pause():
-            self._after_read()
 
     def _must_stop_or_pause(self) -> bool:
         """Whether :meth:`_after_read` has anything to do (a cheap check; otherwise the watcher just goes on)."""

@@ -241,8 +241,10 @@ class Writer:
             total = self._sendall(buffers)
         except OSError as error:
             raise self._fail(error) from error
-        self._sent(total)
-        self._stats.frames_sent += frames
+        stats = self._stats
+        stats.bytes_sent += total
+        stats.frames_sent += frames
+        stats.last_send = time.time()
 
     def _send_now(self, data: bytes, frames: int, is_message: bool) -> int:
         """One non-blocking send of ``data`` (``frames`` frames); the rest, if any, is kept for :meth:`flush`.
@@ -309,7 +311,11 @@ class Writer:
             ):
                 self._socket.sendall(data)
             return total
-        sent = self._send_nowait(buffers)  # the common case: the socket takes it all
+        raw = self._raw
+        try:  # the common case: the socket takes it all in one send
+            sent = raw.send(buffers[0]) if len(buffers) == 1 else raw.sendmsg(buffers[:_IOV_MAX])
+        except BlockingIOError:
+            sent = 0
         if sent == total:
             return total
         pending = [buffer for buffer in buffers if len(buffer)]  # an empty one would never count as sent
