@@ -17,7 +17,7 @@ _EXPORTS = {
     "AllowOriginAcceptor": "http.acceptor",
     "Rfc6455Acceptor": "http.acceptor",
     "WebsocketAcceptor": "http.acceptor",
-    "TlsInfo": "connection.client",
+    "TlsInfo": "connection.peer",
     "WebsocketClient": "connection.client",
     "Rfc6455ClientFactory": "connection.client_factory",
     "WebsocketClientFactory": "connection.client_factory",
@@ -100,10 +100,11 @@ def __dir__() -> list[str]:
 
 
 if TYPE_CHECKING:  # for type checkers and IDEs: the same names, imported eagerly
-    from .connection.client import TlsInfo, WebsocketClient
+    from .connection.client import WebsocketClient
     from .connection.client_factory import Rfc6455ClientFactory, WebsocketClientFactory
     from .connection.heartbeat import PeriodicHeartbeat
     from .connection.message import MessageBufferLimitError, WebsocketMessage
+    from .connection.peer import TlsInfo
     from .connection.rate_limit import ConstantRateLimit
     from .connection.stats import WebsocketCount, WebsocketTimestamp
     from .gateway import (

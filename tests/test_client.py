@@ -366,7 +366,7 @@ def test_reader_stops_reading_when_the_handler_does_not_consume(serve):
     received = settled(lambda: server_side.stats.bytes_received)
     assert not flooder.dead, "the sender is blocked by TCP backpressure"
     # The window is checked before each read, and one read may hold a read's worth more.
-    assert received <= window + geventws.connection.client.READ_SIZE + 65536
+    assert received <= window + geventws.connection.reader.READ_SIZE + 65536
     flooder.kill()
     client.sock.close()
     done.set()
@@ -380,7 +380,7 @@ def test_a_frame_below_the_whole_frame_limit_still_stops_the_reader_at_the_recei
     server_side = seen.get(5)
     sender = gevent.spawn(client.send_binary, b"z" * (900 * 1024))  # one frame, delivered whole under a 1 MiB window
     received = settled(lambda: server_side.stats.bytes_received)
-    assert received <= window + geventws.connection.client.READ_SIZE + 65536
+    assert received <= window + geventws.connection.reader.READ_SIZE + 65536
     sender.kill()
     client.sock.close()
     done.set()
@@ -449,8 +449,8 @@ def test_a_flood_of_empty_messages_is_bounded_by_the_receive_window(serve):
     queued = settled(lambda: server_side.stats.messages_received)
     assert not flooder.dead, "the sender is blocked by TCP backpressure"
     # Each queued message counts MESSAGE_COST; one read may add a read's worth of 6-byte frames.
-    client_module = geventws.connection.client
-    assert queued <= window // client_module.MESSAGE_COST + client_module.READ_SIZE // 6 + 1
+    reader_module = geventws.connection.reader
+    assert queued <= window // reader_module.MESSAGE_COST + reader_module.READ_SIZE // 6 + 1
     flooder.kill()
     client.sock.close()
     done.set()

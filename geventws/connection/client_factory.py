@@ -12,9 +12,10 @@ from ..protocol.engine import DEFAULT_FRAME_SPLIT_THRESHOLD, LeanEngine, Protoco
 from ..protocol.limits import DEFAULT_MESSAGE_SIZE_LIMIT, MessageLimits
 from ..protocol.reader import WHOLE_FRAME_LIMIT
 from ..protocol.wsproto_engine import WsprotoEngine
-from .client import DEFAULT_CLOSE_PERIOD, DEFAULT_RECEIVE_WINDOW, Heartbeat, RateLimit, WebsocketClient
-from .heartbeat import PeriodicHeartbeat
-from .rate_limit import ConstantRateLimit
+from .client import DEFAULT_CLOSE_PERIOD, WebsocketClient
+from .heartbeat import Heartbeat, PeriodicHeartbeat
+from .rate_limit import ConstantRateLimit, RateLimit
+from .reader import DEFAULT_RECEIVE_WINDOW
 from .writer import DEFAULT_WRITE_TIMEOUT
 
 if TYPE_CHECKING:

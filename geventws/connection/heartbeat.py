@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 import time
 from typing import TYPE_CHECKING
+from typing import Protocol as TypingProtocol
 
 import gevent
 
@@ -20,6 +21,18 @@ if TYPE_CHECKING:
     from .client import WebsocketClient
 
 logger = logging.getLogger("geventws.heartbeat")
+
+
+class Heartbeat(TypingProtocol):
+    """Keeps idle connections alive and finds dead ones (:class:`PeriodicHeartbeat`)."""
+
+    def register(self, client: WebsocketClient) -> None:
+        """Start watching ``client`` (called when its reader starts)."""
+        ...
+
+    def unregister(self, client: WebsocketClient) -> None:
+        """Stop watching ``client`` (called once it is closed)."""
+        ...
 
 
 class PeriodicHeartbeat:

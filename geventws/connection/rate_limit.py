@@ -17,11 +17,20 @@ from __future__ import annotations
 import logging
 import time
 from typing import TYPE_CHECKING
+from typing import Protocol as TypingProtocol
 
 if TYPE_CHECKING:
     from .client import WebsocketClient
 
 logger = logging.getLogger("geventws.rate_limit")
+
+
+class RateLimit(TypingProtocol):
+    """Slows down how fast a client's data is read (:class:`ConstantRateLimit`)."""
+
+    def throttle(self, client: WebsocketClient, nbytes: int, nframes: int) -> float:
+        """Account for a read of ``nbytes`` holding ``nframes`` frames; return how long to pause reading."""
+        ...
 
 
 class ConstantRateLimit:

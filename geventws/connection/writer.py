@@ -31,7 +31,7 @@ import contextlib
 import logging
 import socket as stdlib_socket
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from typing import TYPE_CHECKING
 
 import gevent
@@ -136,14 +136,32 @@ class Writer:
                     self._write(batch, batch_frames)
             self._count_message()
 
-    @contextlib.contextmanager
-    def message(self) -> Iterator[None]:
-        """Hold the message lock while a streamed message is written chunk by chunk (:meth:`send_chunk`)."""
+    def stream(self, chunks: Iterable[str] | Iterable[bytes], kind: type, on_error: Callable[[], None]) -> None:
+        """Write one message made of ``chunks`` as they come, under the message lock (control frames may pass).
+
+        If the iterable raises, the peer has seen part of a message and the
+        connection cannot carry another: ``on_error`` runs (it starts the
+        close), then the error propagates.
+        """
         with self._message_lock:
-            yield
+            self._check_open()
+            pending: str | bytes | None = None
+            try:
+                for chunk in chunks:
+                    if not isinstance(chunk, kind):
+                        raise TypeError(f"stream chunks must be {kind.__name__}, not {type(chunk).__name__}")
+                    if pending:
+                        self.send_chunk(pending, False)
+                    pending = chunk
+            except WebsocketClosedException:
+                raise
+            except BaseException:
+                on_error()
+                raise
+            self.send_chunk(pending if pending is not None else kind(), True)
 
     def send_chunk(self, data: str | bytes, fin: bool) -> None:
-        """Encode and write one chunk of the streamed message; the caller holds :meth:`message`."""
+        """Encode and write one chunk of the message :meth:`stream` writes (under its message lock)."""
         with self._write_lock:
             self._check_open()
             buffers, frames = self._engine.encode(data, fin)

@@ -1,0 +1,92 @@
+"""Messages received and not yet taken by the handler, and the handler waiting for them.
+
+The reader puts messages in as their first frame arrives; the handler takes
+them with :meth:`Inbox.get`.  Under the event-loop reader the loop switches
+straight to the one waiting handler once it parsed a message (no event, no
+callback round: one greenlet switch each way per message); a second waiter,
+and the reader greenlet of a TLS connection, wait on an event instead.  What
+bounds the inbox is the reader's receive window, not the inbox itself.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from typing import Any
+
+import gevent
+from gevent.event import Event
+from gevent.hub import Waiter
+
+from .message import WebsocketMessage
+
+
+class Inbox:
+    """The queue between one connection's reader and its handler."""
+
+    __slots__ = ("_messages", "_ready", "_waiter", "_direct", "_closed")
+
+    def __init__(self, direct_wakeup: bool) -> None:
+        self._messages: deque[WebsocketMessage] | None = None  # made with the first message
+        self._ready: Event | None = None  # made when a waiter needs it
+        self._waiter: Waiter[Any] | None = None  # the handler the loop switches to directly
+        self._direct = direct_wakeup  # the reader runs in the event loop and calls wake()
+        self._closed = False
+
+    def put(self, message: WebsocketMessage) -> None:
+        """A message began to arrive (its reader-side bookkeeping is the reader's)."""
+        if self._messages is None:
+            self._messages = deque()
+        self._messages.append(message)
+        if self._ready is not None:
+            self._ready.set()
+
+    def get(self, timeout: float | None = None) -> WebsocketMessage | None:
+        """The next message; ``None`` once :meth:`close` was called and none is left.
+
+        Raises :class:`TimeoutError` when ``timeout`` seconds pass first.
+        """
+        messages = self._messages
+        while not messages:
+            if self._closed:
+                return None
+            self._wait(timeout)
+            messages = self._messages
+        return messages.popleft()
+
+    def wake(self) -> None:
+        """After a read from the loop: switch to the handler waiting here if it has something to take."""
+        waiter = self._waiter
+        if waiter is not None and (self._messages or self._closed):
+            self._waiter = None
+            waiter.switch(None)
+
+    def close(self) -> None:
+        """No message will come any more: every waiter wakes (what is queued can still be taken)."""
+        self._closed = True
+        if self._ready is not None:
+            self._ready.set()
+        waiter, self._waiter = self._waiter, None
+        if waiter is not None:
+            gevent.get_hub().loop.run_callback(waiter.switch, None)
+
+    def _wait(self, timeout: float | None) -> None:
+        if not self._direct or self._waiter is not None:
+            if self._ready is None:
+                self._ready = Event()
+            self._ready.clear()
+            if not self._ready.wait(timeout):
+                raise TimeoutError("No message within the timeout")
+            return
+        waiter = self._waiter = Waiter()
+        timer = gevent.Timeout.start_new(timeout) if timeout is not None else None
+        try:
+            waiter.get()
+        except gevent.Timeout as expired:
+            if expired is not timer:
+                raise
+            raise TimeoutError("No message within the timeout") from None
+        finally:
+            if self._waiter is waiter:
+                self._waiter = None
+            if timer is not None:
+                timer.close()

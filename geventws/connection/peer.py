@@ -1,0 +1,38 @@
+"""What the socket says about the other end: its addresses and what TLS negotiated."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+
+@dataclass(frozen=True)
+class TlsInfo:
+    """What the TLS layer of a ``wss://`` connection negotiated."""
+
+    version: str | None
+    cipher: str | None
+    alpn_protocol: str | None
+    peer_certificate: dict[str, Any] | None
+
+
+def address(getter: Callable[[], Any]) -> Any:
+    """``getpeername()`` or ``getsockname()``, or ``None`` once the socket is gone."""
+    try:
+        return getter()
+    except OSError:
+        return None
+
+
+def tls_info(sock: Any) -> TlsInfo | None:
+    """What TLS negotiated on ``sock``, or ``None`` on a plain socket."""
+    if not hasattr(sock, "version") or not hasattr(sock, "cipher"):
+        return None
+    cipher = sock.cipher()
+    return TlsInfo(
+        version=sock.version(),
+        cipher=cipher[0] if cipher else None,
+        alpn_protocol=sock.selected_alpn_protocol(),
+        peer_certificate=sock.getpeercert() or None,
+    )
