@@ -147,6 +147,32 @@ def test_protocol_errors_fail_with_1002_and_stop_parsing(kind, frame):
     assert engine.receive(masked_frame(0x1, b"after")) == []
 
 
+def test_a_deferred_failure_holds_its_close_frame_and_lets_answers_out_first(kind):
+    limits = MessageLimits(1 << 20, 1 << 20)
+    engine = LeanEngine(limits, defer_failure_close=True) if kind == "lean" else WsprotoEngine(
+        limits, defer_failure_close=True
+    )
+    events = engine.receive(masked_frame(0x1, b"before") + masked_frame(0x1, b"bad", rsv=0x40))
+    assert [type(event) for event in events] == [Data, ProtocolFailure]
+    assert (events[1].code, engine.failed) == (1002, True)
+    assert engine.data_to_send() == [], "the close frame is held"
+    assert engine.state is EngineState.OPEN, "sending still works"
+    buffers, frames = engine.encode("before")
+    assert b"".join(buffers) == b"\x81\x06before"
+    assert engine.receive(masked_frame(0x1, b"after")) == [], "nothing more is parsed"
+    assert engine.send_close(1000, "bye"), "a close while the failure is held sends the failure's code"
+    assert close_frames(engine) == [(1002, events[1].reason.encode())]
+    assert engine.state is EngineState.CLOSED
+    assert not engine.send_failure_close() and not engine.send_close(1000)
+
+
+def test_without_deferral_a_failure_queues_its_close_frame_at_once(kind):
+    engine = make(kind)
+    engine.receive(masked_frame(0x1, b"before") + masked_frame(0x1, b"bad", rsv=0x40))
+    assert [code for code, _ in close_frames(engine)] == [1002]
+    assert not engine.send_failure_close()
+
+
 def test_invalid_utf8_text_fails_with_1007_even_across_fragments(kind):
     engine = make(kind)
     events = engine.receive(masked_frame(0x1, b"\xce", fin=False))

@@ -290,6 +290,45 @@ def test_protocol_errors_close_with_1002_not_by_peer(serve, frame):
     assert (info.code, info.by_peer) == (CloseCode.PROTOCOL_ERROR, False)
 
 
+def test_messages_before_a_bad_frame_are_answered_before_the_close(serve):
+    running = start(serve)
+    client = RawClient(running.port)
+    burst = masked_frame(0x1, b"first") + masked_frame(0x2, b"second") + masked_frame(0x1, b"bad", rsv=0x40)
+    client.send(burst + masked_frame(0x1, b"never parsed"))
+    assert client.frame() == (0x81, b"first")
+    assert client.frame() == (0x82, b"second")
+    assert client.close_code()[0] == CloseCode.PROTOCOL_ERROR
+    assert client.at_eof()
+
+
+def test_a_failure_closes_within_the_close_period_when_the_handler_does_not_come_back(serve):
+    infos = AsyncResult()
+
+    def handler(client, request, response):
+        client.receive()  # one of the two messages before the bad frame, then busy elsewhere
+        started = time.monotonic()
+        client.wait_closed(5)
+        infos.set((client.close_info, time.monotonic() - started))
+
+    running = start(serve, handler, close_period=0.5)
+    client = RawClient(running.port)
+    client.send(masked_frame(0x1, b"one") + masked_frame(0x1, b"two") + masked_frame(0x3, b""))
+    assert client.close_code()[0] == CloseCode.PROTOCOL_ERROR
+    info, waited = infos.get(5)
+    assert (info.code, info.by_peer) == (CloseCode.PROTOCOL_ERROR, False)
+    assert 0.3 < waited < 2.5
+
+
+def test_a_handler_that_returns_after_a_failure_closes_with_the_failures_code(serve):
+    def handler(client, request, response):
+        client.receive()  # returns at once: the endpoint's close must not turn 1007 into 1000
+
+    running = start(serve, handler)
+    client = RawClient(running.port)
+    client.send(masked_frame(0x1, b"ok") + masked_frame(0x1, b"\xff"))
+    assert client.close_code()[0] == CloseCode.INCONSISTENT_FRAME_DATA_TYPE
+
+
 def test_close_period_bounds_a_close_the_peer_never_answers(serve):
     done = AsyncResult()
 

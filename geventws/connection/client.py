@@ -73,6 +73,7 @@ class WebsocketClient:
         "_reader",
         "_inbox",
         "_close_info",
+        "_failure",
         "_close_timer",
         "_closed",
         "_closed_event",
@@ -124,6 +125,7 @@ class WebsocketClient:
         args = (self._inbox, sock, engine, leftover, receive_window, rate_limit)
         self._reader: Reader = LoopReader(self, raw, *args) if raw is not None else GreenletReader(self, *args)
         self._close_info: WebsocketCloseInfo | None = None
+        self._failure: ProtocolFailure | None = None  # held until the messages before it are handled
         self._close_timer: gevent.Greenlet | None = None
         self._closed = False  # the socket is released
         self._closed_event: Event | None = None  # made when someone waits for that
@@ -200,6 +202,8 @@ class WebsocketClient:
         Raises :class:`TimeoutError` when ``timeout`` seconds pass first.
         Messages that arrived before the close are still returned.
         """
+        if self._failure is not None and not self._inbox.has_messages:
+            self._end_failure()  # the messages before the failure are handled (and answered): close now
         message = self._inbox.get(timeout)
         if message is not None:
             self._reader.consumed(MESSAGE_COST)
@@ -314,6 +318,8 @@ class WebsocketClient:
     # ----------------------------------------------------------------- close
 
     def _initiate_close(self, code: int, reason: str) -> None:
+        if self._failure is not None:
+            self._end_failure()  # a failed connection closes with the failure's code
         if self._close_info is not None:
             return
         self._record_close(code, reason, by_peer=False)
@@ -351,10 +357,36 @@ class WebsocketClient:
             self._record_close(event.code, event.reason, by_peer=True)
 
     def _on_failure(self, failure: ProtocolFailure) -> None:
-        """Fail the connection (RFC 6455 section 7.1.7); the engine queued its close frame."""
+        """Fail the connection (RFC 6455 section 7.1.7), after the messages that arrived before the failing frame.
+
+        Those messages are in the inbox, whole: the handler gets them and
+        what it sends in answer goes out before the close frame, which is
+        held (and nothing more is parsed) until the handler asks for the next
+        message, closes, or the close period passes.  A message still
+        arriving cannot be delivered: then the close goes out at once.
+        """
         logger.info("%r: closing with %d: %s", self, failure.code, failure.reason)
+        if self._close_info is not None:
+            return
+        if self._inbox.has_messages and not self._reader.is_assembling:
+            self._failure = failure
+            self._close_timer = gevent.spawn_later(self._close_period, self._end_failure)
+            return
+        self._engine.send_failure_close()  # written by the reader with its other answers
+        self._record_close(failure.code, failure.reason, by_peer=False)
+
+    def _end_failure(self) -> None:
+        """Send the held close frame of a failure and stop writing."""
+        failure, self._failure = self._failure, None
+        if failure is None:
+            return
+        timer, self._close_timer = self._close_timer, None
+        if timer is not None and timer is not gevent.getcurrent():
+            timer.kill(block=False)
         if self._close_info is None:
             self._record_close(failure.code, failure.reason, by_peer=False)
+        self._engine.send_failure_close()
+        self._answer_blocking()
 
     def _answer_blocking(self) -> None:
         """Write the pongs, the close echo or the close of a failure the engine queued."""
@@ -362,7 +394,7 @@ class WebsocketClient:
         self._half_close_if_failed()
 
     def _half_close_if_failed(self) -> None:
-        if self._engine.failed:
+        if self._engine.failed and self._failure is None:  # our close frame of the failure is out
             self._half_close()
 
     def _half_close(self) -> None:
@@ -373,6 +405,9 @@ class WebsocketClient:
             self._close_timer = gevent.spawn_later(self._close_period, self.abort)
 
     def _finish(self) -> None:
+        failure, self._failure = self._failure, None
+        if failure is not None and self._close_info is None:
+            self._record_close(failure.code, failure.reason, by_peer=False)
         if self._close_info is None:
             self._record_close(CloseCode.ABNORMAL_CLOSE, "Connection lost without a close frame", by_peer=True)
         if self._close_timer is not None:

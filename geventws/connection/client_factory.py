@@ -130,12 +130,14 @@ class Rfc6455ClientFactory:
         engine: ProtocolEngine
         if self.engine == "wsproto":
             extensions = [compression.wsproto_extension()] if compression is not None else []
-            engine = WsprotoEngine(limits, extensions, self.frame_split_threshold)
+            engine = WsprotoEngine(limits, extensions, self.frame_split_threshold, defer_failure_close=True)
         else:
             deflate = compression.codec() if compression is not None else None
             # A frame delivered whole is held until complete: never more than the window allows.
             whole_frame_limit = min(WHOLE_FRAME_LIMIT, self.receive_window)
-            engine = LeanEngine(limits, self.frame_split_threshold, deflate, whole_frame_limit)
+            engine = LeanEngine(
+                limits, self.frame_split_threshold, deflate, whole_frame_limit, defer_failure_close=True
+            )
         return WebsocketClient(
             sock,
             engine,

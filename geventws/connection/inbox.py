@@ -40,6 +40,11 @@ class Inbox:
         if self._ready is not None:
             self._ready.set()
 
+    @property
+    def has_messages(self) -> bool:
+        """Whether a message is waiting to be taken."""
+        return bool(self._messages)
+
     def get(self, timeout: float | None = None) -> WebsocketMessage | None:
         """The next message; ``None`` once :meth:`close` was called and none is left.
 

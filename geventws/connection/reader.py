@@ -143,6 +143,11 @@ class Reader:
         self.resume()
 
     @property
+    def is_assembling(self) -> bool:
+        """Whether a message has begun to arrive and its last frame has not."""
+        return self._current is not None
+
+    @property
     def is_throttled(self) -> bool:
         """Whether the rate limit has paused reading right now."""
         return self.throttled_until > time.monotonic()

@@ -66,7 +66,12 @@ class ProtocolEngine(Protocol):
 
     Feeding never raises on bad input: a protocol violation or a limit comes
     back as a :class:`~.events.ProtocolFailure` event, the failing close frame
-    is queued, and :attr:`failed` is set.
+    is queued, and :attr:`failed` is set.  An engine made with
+    ``defer_failure_close=True`` holds that close frame instead, and stays
+    open for sending, until :meth:`send_failure_close`: the connection first
+    lets its handler answer the messages that arrived before the failing
+    frame (RFC 6455 section 7.1.7 asks for the close frame, not for silence
+    before it).
     """
 
     frame_split_threshold: int
@@ -108,23 +113,51 @@ class ProtocolEngine(Protocol):
         ...
 
     def send_close(self, code: int | None, reason: str = "") -> bool:
-        """Queue our close frame (``None``: without a code); False if one was sent already."""
+        """Queue our close frame (``None``: without a code); False if one was sent already.
+
+        While a failure's close frame is held, that one is queued instead.
+        """
+        ...
+
+    def send_failure_close(self) -> bool:
+        """Queue the close frame of a failure held by ``defer_failure_close``; False if none is held."""
         ...
 
 
 class AnswerQueue:
-    """What both engines share: the control frames queued for :meth:`data_to_send`, and the failure flag."""
+    """What both engines share: the control frames queued for :meth:`data_to_send`, and the failure."""
 
-    __slots__ = ("_outgoing", "_failed")
+    __slots__ = ("_outgoing", "_failed", "_defer_failure_close", "_held_failure")
 
-    def __init__(self) -> None:
+    def __init__(self, defer_failure_close: bool = False) -> None:
         self._outgoing: list[bytes] = []
         self._failed = False
+        self._defer_failure_close = defer_failure_close
+        self._held_failure: tuple[int, str] | None = None  # the close frame of a failure, not queued yet
 
     @property
     def failed(self) -> bool:
         """Whether this side failed the connection."""
         return self._failed
+
+    def send_failure_close(self) -> bool:
+        """Queue the close frame of a held failure; False if none is held."""
+        failure, self._held_failure = self._held_failure, None
+        if failure is None:
+            return False
+        self._queue_failure_close(*failure)
+        return True
+
+    def _fail_with(self, code: int, reason: str, can_hold: bool) -> None:
+        """Fail: parse nothing more; queue the close frame now, or hold it while sending is still allowed."""
+        self._failed = True
+        if self._defer_failure_close and can_hold:
+            self._held_failure = (code, reason)
+        else:
+            self._queue_failure_close(code, reason)
+
+    def _queue_failure_close(self, code: int, reason: str) -> None:
+        raise NotImplementedError
 
     def data_to_send(self) -> list[bytes]:
         """Take the control frames queued so far."""
@@ -158,10 +191,12 @@ class LeanEngine(AnswerQueue):
         frame_split_threshold: int = DEFAULT_FRAME_SPLIT_THRESHOLD,
         deflate: DeflateCodec | None = None,
         whole_frame_limit: int = WHOLE_FRAME_LIMIT,
+        *,
+        defer_failure_close: bool = False,
     ) -> None:
         self.message_size_limit = limits.message_size_limit
         self.frame_split_threshold = frame_split_threshold
-        super().__init__()
+        super().__init__(defer_failure_close)
         self._state = EngineState.OPEN
         self._remote_closed = False  # the peer's close frame arrived: nothing more is parsed
         self._reader = FrameReader(
@@ -215,8 +250,11 @@ class LeanEngine(AnswerQueue):
                     return
 
     def _fail(self, code: int, reason: str) -> None:
-        """Fail the connection (RFC 6455 section 7.1.7): queue our close frame, parse nothing more."""
-        self._failed = True
+        """Fail the connection (RFC 6455 section 7.1.7): queue (or hold) our close frame, parse nothing more."""
+        self._fail_with(code, reason, can_hold=self._state is EngineState.OPEN)
+
+    def _queue_failure_close(self, code: int, reason: str) -> None:
+        self._held_failure = None
         self.send_close(code, reason)
         self._state = EngineState.CLOSED
 
@@ -316,6 +354,8 @@ class LeanEngine(AnswerQueue):
 
     def send_close(self, code: int | None, reason: str = "") -> bool:
         """Queue our close frame (``None``: without a code); False if one was sent already."""
+        if self._held_failure is not None:
+            return self.send_failure_close()
         if self._state is not EngineState.OPEN:
             return False
         self._state = EngineState.CLOSED if self._remote_closed else EngineState.LOCAL_CLOSING

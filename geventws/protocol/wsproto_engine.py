@@ -40,8 +40,10 @@ class WsprotoEngine(AnswerQueue):
         limits: MessageLimits,
         extensions: Sequence[Extension] = (),
         frame_split_threshold: int = DEFAULT_FRAME_SPLIT_THRESHOLD,
+        *,
+        defer_failure_close: bool = False,
     ) -> None:
-        super().__init__()
+        super().__init__(defer_failure_close)
         self._limits = limits
         for extension in extensions:
             bind = getattr(extension, "bind_limits", None)
@@ -54,7 +56,7 @@ class WsprotoEngine(AnswerQueue):
     @property
     def state(self) -> EngineState:
         """Where the close handshake stands."""
-        if self._failed:
+        if self._failed and self._held_failure is None:
             return EngineState.CLOSED
         return _STATES.get(self._connection.state, EngineState.CLOSED)
 
@@ -88,8 +90,7 @@ class WsprotoEngine(AnswerQueue):
             reason = event.reason or ""
             if reason == "error in extension" and self._limits.violation:
                 reason = self._limits.violation
-            self.send_close(event.code, reason)
-            self._failed = True
+            self._fail_with(event.code, reason, can_hold=connection.state is ConnectionState.OPEN)
             return ProtocolFailure(event.code, reason)
         if connection.state is ConnectionState.REMOTE_CLOSING:
             echo = event.code if is_sendable_code(event.code) else None
@@ -126,11 +127,21 @@ class WsprotoEngine(AnswerQueue):
 
     def send_close(self, code: int | None, reason: str = "") -> bool:
         """Queue our close frame; False if one was sent already or the connection failed."""
+        if self._held_failure is not None:
+            return self.send_failure_close()
         if self._failed or self._connection.state is not ConnectionState.OPEN:
             return False
+        self._queue_close(code, reason)
+        return True
+
+    def _queue_failure_close(self, code: int, reason: str) -> None:
+        self._held_failure = None
+        if self._connection.state is ConnectionState.OPEN:  # wsproto stays open after its ParseFailed
+            self._queue_close(code, reason)
+
+    def _queue_close(self, code: int | None, reason: str) -> None:
         close = wsproto_events.CloseConnection(code=code, reason=reason or None)  # type: ignore[arg-type]
         self._outgoing.append(self._connection.send(close))
-        return True
 
     def _check_sendable(self) -> None:
         if self.state is not EngineState.OPEN:
