@@ -59,9 +59,11 @@ nitpick_ignore_regex = [
     (r"py:.*", r"(int|str|bytes|bytearray|memoryview|float|bool|object|None|Any|Callable|Iterable|Iterator|Literal)"),
     (r"py:.*", r"(Request|Response|Pool|Logger|SSLContext|CollectorRegistry|Metric|Collector|Exception)"),
     # Internal types that appear in public signatures: the engine interface, the
-    # negotiated compression parameters, and the handler type alias.
+    # negotiated compression parameters, the handler type alias, and what a
+    # transport needs of its request handler.
     (r"py:class", r"(geventws\.protocol\.\w+\.)?(ProtocolEngine|NegotiatedDeflate)"),
     (r"py:class", r"ClientHandler|Gateway"),
+    (r"py:class", r"geventws\.http\.transport\.RequestHandler"),
     # Internals that public docstrings point to: the sans-I/O protocol modules
     # and the client id source.  They are not part of the API reference.
     (r"py:mod", r"geventws\.(protocol|connection)(\.\w+)?"),

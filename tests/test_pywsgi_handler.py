@@ -20,8 +20,9 @@ from werkzeug.middleware.proxy_fix import ProxyFix
 
 import geventws
 from geventws.http import pywsgi_handler
-from geventws.http.pywsgi_handler import TRANSPORT_KEY, WebsocketWSGIHandler
+from geventws.http.pywsgi_handler import WebsocketWSGIHandler
 from geventws.http.request_head import BadRequestHead, parse_request_head
+from geventws.http.transport import TRANSPORT_KEY, Transport
 
 
 class PywsgiEnviron(WebsocketWSGIHandler):
@@ -145,7 +146,7 @@ def test_an_idle_upgraded_connection_keeps_no_request_head(serve: Any) -> None:
         handlers = [o for o in gc.get_objects() if isinstance(o, WebsocketWSGIHandler)]
         assert handlers
         assert all(set(vars(handler)) <= {"socket", "client_address", "server"} for handler in handlers)
-        assert not [o for o in gc.get_objects() if isinstance(o, pywsgi_handler.Transport)]
+        assert not [o for o in gc.get_objects() if isinstance(o, Transport)]
     finally:
         client.close()
 

@@ -50,7 +50,7 @@ import gevent.socket
 import gevent.ssl
 
 from ..protocol.handshake import serialize_101
-from .pywsgi_handler import TRANSPORT_KEY, Transport, drain_reader
+from .transport import TRANSPORT_KEY, Transport, drain_reader
 
 #: What the log says when a server cannot hand its socket over.
 UNSUPPORTED_SERVER_MESSAGE = (

@@ -1,18 +1,7 @@
-"""Handing a WSGI request's raw connection over to the WebSocket endpoint.
+"""Our pywsgi request handler: strict heads, deadlines, a fast environ and the upgrade's hand-over.
 
-WSGI has no standard way to take over the socket after a 101, so the server's
-request handler puts a :class:`Transport` into the environ under
-:data:`TRANSPORT_KEY`.  Through it the endpoint writes the 101 (or has pywsgi
-write it through ``start_response``) and claims the socket: from then on the
-HTTP server writes nothing more on that connection, ends keep-alive, logs the
-101 and closes the connection when the endpoint is done with it.
-
-The app the server calls directly (a :class:`~.endpoint.Websocket`, or one a
-:class:`~.router.Router` dispatches to) may also leave its client handler to
-run after it has returned (:meth:`Transport.serve_after_response`), from the
-connection's own frame: what an idle connection's greenlet keeps is then its
-handler's frames and little of the HTTP request's (measured per connection
-with tracemalloc and RSS, ``idle`` cell of ``bench/run.py``).
+Every environ carries a :class:`~.transport.Transport` (see :mod:`.transport`)
+through which the WebSocket endpoint takes the connection over.
 """
 
 from __future__ import annotations
@@ -20,7 +9,6 @@ from __future__ import annotations
 import io
 import logging
 import socket
-import ssl
 import time
 from collections.abc import Callable
 from typing import Any
@@ -38,96 +26,13 @@ from .request_head import (
     parse_request_head,
     quote,
 )
+from .transport import TRANSPORT_KEY, Transport, buffered_reader, take_buffered
 
-TRANSPORT_KEY = "geventws.transport"
 #: 16 KiB of request header fields, like common reverse proxies.
 DEFAULT_MAX_HEADER_SIZE = 16 * 1024
 #: The level of access log lines (``server.access_logger``).
 ACCESS_LOG_LEVEL = logging.INFO
 _STATUS_101 = "101 Switching Protocols"
-
-
-class Transport:
-    """The connection behind one HTTP request, as the endpoint that upgrades it sees it.
-
-    ``direct_app`` is the WSGI app the server calls with nothing of its own
-    around the call; an app that passes the request on unwrapped hands it on
-    (``handover.hand_on``).  Only that app writes the 101 itself
-    (:meth:`switch_protocols`, its ``start_response`` is the server's own) and
-    may leave its client handler for after the response
-    (:meth:`serve_after_response`).
-    """
-
-    def __init__(self, handler: WebsocketWSGIHandler, app: Any) -> None:
-        self.socket: socket.socket = handler.socket
-        self.direct_app = app
-        self.taken = False
-        self._handler: WebsocketWSGIHandler | None = handler
-
-    def switch_protocols(self, headers: list[tuple[str, str]]) -> tuple[socket.socket, bytes]:
-        """Write the 101 with ``headers`` and claim the connection (see :meth:`take_over`)."""
-        self._live_handler()._write_101(headers)
-        return self.take_over()
-
-    def take_over(self) -> tuple[socket.socket, bytes]:
-        """Claim the connection once the 101 is out: the socket, and what the client sent after the handshake.
-
-        The HTTP server's buffered reader is emptied and let go: held by an idle
-        WebSocket connection it would cost its buffer for nothing.
-        """
-        self.taken = True
-        return self.socket, self._live_handler()._hand_over()
-
-    def serve_after_response(self, serve: Callable[[], None]) -> None:
-        """Have the server call ``serve()`` once the application has returned, before it closes the connection."""
-        self._live_handler()._serve_after = serve
-
-    def release(self) -> None:
-        """Forget the request handler (which holds the environ that holds this transport)."""
-        self._handler = None
-
-    def _live_handler(self) -> WebsocketWSGIHandler:
-        if self._handler is None:
-            raise RuntimeError("The request this transport belonged to is over")
-        return self._handler
-
-
-def drain_reader(reader: Any, sock: socket.socket) -> bytes:
-    """What the buffered ``reader`` over ``sock`` holds already, without blocking if it holds nothing."""
-    if reader is None or not hasattr(reader, "read1"):
-        return b""
-    timeout = sock.gettimeout()
-    sock.settimeout(0.0)
-    try:
-        return reader.read1(65536) or b""
-    except (BlockingIOError, ssl.SSLWantReadError):  # nothing buffered (TLS says it its own way)
-        return b""
-    finally:
-        sock.settimeout(timeout)
-
-
-class _SocketInput(socket.SocketIO):
-    """The raw stream under the request handler's buffered reader.
-
-    Once ``held`` it reads nothing more from the socket: emptying the buffer
-    at take-over then costs no read that can only fail with ``EAGAIN``.
-    """
-
-    held = False
-
-    def readinto(self, b: Any) -> int | None:
-        """Read from the socket into ``b``, unless held (``None``: nothing to read now)."""
-        if self.held:
-            return None
-        count: int | None = super().readinto(b)
-        return count
-
-
-def _buffered_reader(sock: socket.socket) -> io.BufferedReader:
-    """A buffered reader over ``sock``, as ``sock.makefile("rb")`` builds it, on a :class:`_SocketInput`."""
-    raw = _SocketInput(sock, "rb")
-    sock._io_refs += 1  # type: ignore[attr-defined]  # as makefile: closing the reader releases it
-    return io.BufferedReader(raw, io.DEFAULT_BUFFER_SIZE)
 
 
 def _whole_fields(buffered: bytes, limit: int) -> bytes:
@@ -212,7 +117,7 @@ _logger = logging.getLogger("geventws.http")
 
 
 class WebsocketWSGIHandler(WSGIHandler):  # type: ignore[misc]
-    """gevent's pywsgi request handler with a :class:`Transport` in every environ, strict parsing and deadlines.
+    """gevent's pywsgi request handler with a :class:`~.transport.Transport` in each environ, strict and bounded.
 
     - Deadlines: a new connection has ``server.request_timeout`` seconds for
       its first request head; between keep-alive requests the connection may
@@ -225,7 +130,7 @@ class WebsocketWSGIHandler(WSGIHandler):  # type: ignore[misc]
       any malformed or ambiguous head gets its 4xx and the connection closes.
     - Client mistakes are logged as one line at INFO on the server's logger,
       application errors with their traceback at ERROR; nothing is printed.
-    - Upgrades: see :class:`Transport`.  A client handler left for after the
+    - Upgrades: see :class:`~.transport.Transport`.  A client handler left for after the
       response runs once pywsgi is done with the request, whose state (head,
       environ, response headers) the handler object lets go first.
     """
@@ -247,7 +152,7 @@ class WebsocketWSGIHandler(WSGIHandler):  # type: ignore[misc]
         self.socket = sock
         self.client_address = address
         self.server = server
-        self.rfile = _buffered_reader(sock) if rfile is None else rfile
+        self.rfile = buffered_reader(sock) if rfile is None else rfile
 
     def read_requestline(self) -> str:
         """Read the request line: idle keep-alive time first (between requests), then the head's deadline."""
@@ -328,7 +233,7 @@ class WebsocketWSGIHandler(WSGIHandler):  # type: ignore[misc]
         return str(address[0]) if isinstance(address, tuple) and address else str(address or "-")
 
     def get_environ(self) -> dict[str, Any]:
-        """The environ pywsgi would build, with a bounded ``wsgi.input`` and the :class:`Transport`.
+        """The environ pywsgi would build, with a bounded ``wsgi.input`` and the :class:`~.transport.Transport`.
 
         Built here from the parsed head rather than by pywsgi, which looks each
         header up again and builds an input of its own only to have it replaced.
@@ -362,7 +267,7 @@ class WebsocketWSGIHandler(WSGIHandler):  # type: ignore[misc]
         return environ
 
     def handle_one_request(self) -> Any:
-        """One request; a client handler left for after the response (see :class:`Transport`) runs here."""
+        """One request; a client handler left for after the response (see :class:`~.transport.Transport`) runs here."""
         try:
             result = super().handle_one_request()
         finally:
@@ -413,16 +318,6 @@ class WebsocketWSGIHandler(WSGIHandler):  # type: ignore[misc]
         finally:
             self._arm(None, "")
 
-    def _take_buffered(self) -> bytes:
-        """What the buffered reader holds already: the first bytes after the head."""
-        raw = getattr(self.rfile, "raw", None)
-        if not isinstance(raw, _SocketInput):
-            return drain_reader(self.rfile, self.socket)
-        raw.held = True
-        return (
-            self.rfile.read1(65536) or b""
-        )  # the buffer, without touching the socket (TLS: the SSL object keeps its own)
-
     def _write_101(self, headers: list[tuple[str, str]]) -> None:
         """Send the 101 as pywsgi would through ``start_response`` and ``write``, with less work.
 
@@ -444,7 +339,7 @@ class WebsocketWSGIHandler(WSGIHandler):  # type: ignore[misc]
 
     def _hand_over(self) -> bytes:
         """End the HTTP side of the connection once the 101 is out; returns what the reader held already."""
-        leftover = self._take_buffered()
+        leftover = take_buffered(self.rfile, self.socket)
         # Keep-alive ends here: the bytes that follow are WebSocket frames.
         self.close_connection = True
         # Let the buffered reader go (see Transport.take_over); a closed one ends pywsgi's request loop.
