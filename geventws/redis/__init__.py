@@ -19,7 +19,7 @@ Guarantees of a delivery to another process:
 
 Client ids are unique across the processes sharing a Redis: each process
 claims its id node number (see ``client_ids`` in
-:mod:`geventws.connection.client`) as the key ``geventws:node:<n>``.
+:mod:`geventws.connection.ids`) as the key ``geventws:node:<n>``.
 
 The message format is described in :mod:`geventws.redis.envelope`, so other
 languages can publish too.

@@ -1,7 +1,7 @@
 """Client id node numbers claimed in Redis, so that ids are unique across the processes sharing it.
 
 Each process claims its id node number (see ``client_ids`` in
-:mod:`geventws.connection.client`) as the key ``geventws:node:<n>``, holding a
+:mod:`geventws.connection.ids`) as the key ``geventws:node:<n>``, holding a
 token of the process, for :data:`NODE_TTL` seconds, refreshed every
 :data:`NODE_REFRESH` seconds.  A number another process holds is given up for
 a new one while this process has handed out no id yet.
@@ -14,7 +14,7 @@ import os
 
 import redis as redis_py
 
-from ..connection.client import client_ids
+from ..connection.ids import client_ids
 from .health import Health
 
 logger = logging.getLogger("geventws.redis")
