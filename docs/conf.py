@@ -39,6 +39,7 @@ _EXTERNAL = (
     "greenlet",
     "prometheus_client",
     "socket",
+    "stdlib_socket",  # the connection modules' name for the socket module
     "ssl",
     "logging",
     "typing",
