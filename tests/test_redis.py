@@ -512,11 +512,14 @@ def _listening(port):
 
 
 def test_the_chat_under_gunicorn_with_four_workers_reaches_every_worker(redis_server, tmp_path, monkeypatch):
-    from servers import gunicorn
+    from servers import gunicorn, wait_for_workers
 
     monkeypatch.setenv("REDIS_URL", redis_server.url)
     example = Path(__file__).parent.parent / "examples" / "broadcast_redis"
     with gunicorn(tmp_path, "-k", "geventws.gunicorn.Worker", "-w", "4", app="wsgi:app", chdir=example) as served:
+        # Every worker accepting: a worker still booting takes no connection, and under load the
+        # first one ready could take them all.
+        wait_for_workers(served, 4)
 
         def connect():
             url = f"ws://127.0.0.1:{served.port}/broadcast"
