@@ -301,6 +301,26 @@ def test_messages_before_a_bad_frame_are_answered_before_the_close(serve):
     assert client.at_eof()
 
 
+def test_a_message_taken_before_the_bad_frame_arrived_is_still_answered(serve):
+    bad = masked_frame(0x1, b"bad", rsv=0x40)
+
+    def handler(client, request, response):
+        message = client.receive()
+        before = client.stats.bytes_received
+        while client.stats.bytes_received < before + len(bad):  # the failing frame is read meanwhile
+            gevent.sleep(0.01)
+        client.send_text(message.buffer())
+        client.receive()
+
+    running = start(serve, handler)
+    client = RawClient(running.port)
+    client.send(masked_frame(0x1, b"hello"))
+    gevent.sleep(0.05)  # two reads: the message, then the failing frame
+    client.send(bad)
+    assert client.frame() == (0x81, b"hello")
+    assert client.close_code()[0] == CloseCode.PROTOCOL_ERROR
+
+
 def test_a_failure_closes_within_the_close_period_when_the_handler_does_not_come_back(serve):
     infos = AsyncResult()
 

@@ -74,6 +74,7 @@ class WebsocketClient:
         "_inbox",
         "_close_info",
         "_failure",
+        "_handling",
         "_close_timer",
         "_closed",
         "_closed_event",
@@ -126,6 +127,7 @@ class WebsocketClient:
         self._reader: Reader = LoopReader(self, raw, *args) if raw is not None else GreenletReader(self, *args)
         self._close_info: WebsocketCloseInfo | None = None
         self._failure: ProtocolFailure | None = None  # held until the messages before it are handled
+        self._handling = False  # receive() returned a message and has not been called again since
         self._close_timer: gevent.Greenlet | None = None
         self._closed = False  # the socket is released
         self._closed_event: Event | None = None  # made when someone waits for that
@@ -202,10 +204,12 @@ class WebsocketClient:
         Raises :class:`TimeoutError` when ``timeout`` seconds pass first.
         Messages that arrived before the close are still returned.
         """
+        self._handling = False
         if self._failure is not None and not self._inbox.has_messages:
             self._end_failure()  # the messages before the failure are handled (and answered): close now
         message = self._inbox.get(timeout)
         if message is not None:
+            self._handling = True
             self._reader.consumed(MESSAGE_COST)
         return message
 
@@ -359,16 +363,17 @@ class WebsocketClient:
     def _on_failure(self, failure: ProtocolFailure) -> None:
         """Fail the connection (RFC 6455 section 7.1.7), after the messages that arrived before the failing frame.
 
-        Those messages are in the inbox, whole: the handler gets them and
-        what it sends in answer goes out before the close frame, which is
-        held (and nothing more is parsed) until the handler asks for the next
-        message, closes, or the close period passes.  A message still
+        Those messages are whole, in the inbox or taken by a handler that has
+        not asked for the next one yet: the handler gets them and what it
+        sends in answer goes out before the close frame, which is held (and
+        nothing more is parsed) until the handler asks for the next message
+        with none left, closes, or the close period passes.  A message still
         arriving cannot be delivered: then the close goes out at once.
         """
         logger.info("%r: closing with %d: %s", self, failure.code, failure.reason)
         if self._close_info is not None:
             return
-        if self._inbox.has_messages and not self._reader.is_assembling:
+        if (self._inbox.has_messages or self._handling) and not self._reader.is_assembling:
             self._failure = failure
             self._close_timer = gevent.spawn_later(self._close_period, self._end_failure)
             return
