@@ -11,6 +11,7 @@ from gevent import monkey
 
 from ..connection.client import WebsocketClient
 from ..gateway import SendResult, WebsocketClientGateway
+from ..history import BinaryPayload, TextPayload, messages_after
 from .envelope import Envelope, encode_envelope
 from .subscriber import SharedSubscriber
 
@@ -94,8 +95,10 @@ class RedisGateway:
     def __exit__(self, *exc_info: object) -> None:
         self.close()
 
-    def add_client(self, client: WebsocketClient) -> None:
+    def add_client(self, client: WebsocketClient, since: str | None = None) -> None:
         """Add one of this process's clients; it leaves when it closes."""
+        if since is not None:
+            messages_after(None, since)
         self.local.add_client(client)
         if client.id not in self._client_ids:
             self._client_ids.add(client.id)
@@ -105,13 +108,13 @@ class RedisGateway:
         """This process's clients in the gateway."""
         return self.local.get_clients()
 
-    def broadcast_text(self, data: str, exclude: Iterable[int] = ()) -> SendResult:
+    def broadcast_text(self, data: TextPayload, exclude: Iterable[int] = ()) -> SendResult:
         """Send to every client on the channel, in every process, but ``exclude``; the result is this process's."""
-        return self._send(Envelope("", data, tuple(exclude)))
+        return self._send(Envelope("", data("") if callable(data) else data, tuple(exclude)))
 
-    def broadcast_binary(self, data: bytes, exclude: Iterable[int] = ()) -> SendResult:
+    def broadcast_binary(self, data: BinaryPayload, exclude: Iterable[int] = ()) -> SendResult:
         """Send to every client on the channel, in every process, but ``exclude``; the result is this process's."""
-        return self._send(Envelope("", bytes(data), tuple(exclude)))
+        return self._send(Envelope("", bytes(data("") if callable(data) else data), tuple(exclude)))
 
     def multicast_text(self, data: str, client_ids: Iterable[int]) -> SendResult:
         """Send to these clients wherever they are connected; the result covers those of this process."""
