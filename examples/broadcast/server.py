@@ -12,7 +12,7 @@ import signal
 import sys
 from pathlib import Path
 
-from werkzeug.wrappers import Request, Response
+from chat import ClientHandler  # the chat's handler, with its room history
 
 from geventws import (
     AllowOriginAcceptor,
@@ -22,10 +22,6 @@ from geventws import (
     Router,
     Server,
     Websocket,
-    WebsocketClient,
-    WebsocketClientGateway,
-    WebsocketClientHandler,
-    WebsocketGateway,
     trap_signal,
 )
 
@@ -42,17 +38,6 @@ error_handler = DefaultErrorHandler()
 acceptor = AllowOriginAcceptor(
     ["http://localhost:1337", "http://127.0.0.1:1337", "http://[::1]:1337"],
 )
-
-
-class ClientHandler(WebsocketClientHandler):
-    def __init__(self, gateway: WebsocketGateway | None = None) -> None:
-        self.gateway = gateway or WebsocketClientGateway()
-
-    def handle_client(self, client: WebsocketClient, request: Request, response: Response) -> None:
-        self.gateway.add_client(client)
-
-        for message in client:
-            self.gateway.broadcast_text(f"{client.id}: {message}")
 
 
 # permessage-deflate: browsers offer it, and chat text compresses well.
