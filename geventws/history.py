@@ -8,9 +8,10 @@ sequence counts the room's broadcasts from 1; within a room both only grow.
 Treat offsets as opaque tokens: hand them to the client and back.
 
 :class:`History` keeps the messages in this process's memory: a deque of at
-most ``size`` payloads, so a room costs at most ``size`` times its message
-size plus about 100 bytes per message (the payload object and its deque
-slot); trimming is the deque dropping its oldest entry, never a wait.
+most ``size`` payloads, kept as the broadcast made them (no copy): a room
+costs at most ``size`` messages, each its payload plus about 60 bytes (the
+object's header and its deque slot: 158 bytes for a 100-character line, by
+tracemalloc); trimming is the deque dropping its oldest entry, never a wait.
 
 An offset that cannot be resumed from -- older than what the history holds,
 from another history (another room, an earlier run of the process), from
