@@ -29,6 +29,7 @@ _EXPORTS = {
     "DefaultErrorHandler": "http.error_handler",
     "ErrorHandler": "http.error_handler",
     "EncodedMessage": "protocol.frames",
+    "HistoryGap": "history",
     "SendResult": "gateway",
     "SlowConsumerError": "gateway",
     "SlowConsumerPolicy": "gateway",
@@ -58,6 +59,7 @@ __all__ = [
     "DocumentRoot",
     "EncodedMessage",
     "ErrorHandler",
+    "HistoryGap",
     "MessageBufferLimitError",
     "PeriodicHeartbeat",
     "Rfc6455Acceptor",
@@ -115,6 +117,7 @@ if TYPE_CHECKING:  # for type checkers and IDEs: the same names, imported eagerl
         WebsocketClientGateway,
         WebsocketGateway,
     )
+    from .history import HistoryGap
     from .http.acceptor import AllowOriginAcceptor, Rfc6455Acceptor, WebsocketAcceptor
     from .http.client_handler import WebsocketClientHandler
     from .http.document_root import DocumentRoot

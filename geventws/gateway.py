@@ -12,6 +12,9 @@ Concurrency guarantees of :class:`WebsocketClientGateway`:
   and writes the same bytes to every socket.
 - Clients leave the gateway when they close, whichever side closed; a send
   racing a close is reported in the result, never raised to the caller.
+- With ``history``, every broadcast gets an offset and the last ones are
+  kept (see :mod:`geventws.history`): a client added with ``since=offset``
+  gets what it missed, in order, then the live messages, none twice.
 """
 
 from __future__ import annotations
@@ -26,6 +29,7 @@ from gevent.event import Event
 from gevent.pool import Pool
 
 from .connection.client import WebsocketClient
+from .history import BinaryPayload, History, TextPayload, messages_after, resolve
 from .protocol.close import CloseCode, WebsocketClosedException, WebsocketCloseInfo
 from .protocol.engine import DEFAULT_FRAME_SPLIT_THRESHOLD
 from .protocol.frames import EncodedMessage
@@ -55,6 +59,10 @@ class UnknownClientError(LookupError):
 
 class SendResult:
     """The outcome of one gateway send, by client id; wait for it or ignore it."""
+
+    #: The offset of a broadcast to a room with history (None otherwise): what a
+    #: client that saw this message resumes from.
+    offset: str | None = None
 
     def __init__(self, expected: int) -> None:
         self._pending = expected
@@ -95,16 +103,16 @@ class WebsocketGateway(Protocol):
     Sends return a :class:`SendResult` at once; delivery happens in the background.
     """
 
-    def add_client(self, client: WebsocketClient) -> None:
-        """Add ``client``; it leaves again by itself when it closes."""
+    def add_client(self, client: WebsocketClient, since: str | None = None) -> None:
+        """Add ``client``, first sending it what was broadcast after ``since``; it leaves when it closes."""
         ...
 
-    def broadcast_text(self, data: str, exclude: Iterable[int] = ()) -> SendResult:
-        """Send ``data`` to every client but those in ``exclude``."""
+    def broadcast_text(self, data: TextPayload, exclude: Iterable[int] = ()) -> SendResult:
+        """Send ``data`` (or ``data(offset)``) to every client but those in ``exclude``."""
         ...
 
-    def broadcast_binary(self, data: bytes, exclude: Iterable[int] = ()) -> SendResult:
-        """Send ``data`` to every client but those in ``exclude``."""
+    def broadcast_binary(self, data: BinaryPayload, exclude: Iterable[int] = ()) -> SendResult:
+        """Send ``data`` (or ``data(offset)``) to every client but those in ``exclude``."""
         ...
 
     def multicast_text(self, data: str, client_ids: Iterable[int]) -> SendResult:
@@ -143,7 +151,12 @@ class _Outbox:
 
 
 class WebsocketClientGateway:
-    """Sends to groups of clients; clients may be in several gateways at once."""
+    """Sends to groups of clients; clients may be in several gateways at once.
+
+    ``history``: how many of the last broadcasts to keep for clients that come
+    back (0, the default, keeps none and gives broadcasts no offset); see
+    :mod:`geventws.history` for what they cost.
+    """
 
     def __init__(
         self,
@@ -154,7 +167,10 @@ class WebsocketClientGateway:
         slow_consumer_close_code: int = CloseCode.TRY_AGAIN_LATER,
         frame_split_threshold: int = DEFAULT_FRAME_SPLIT_THRESHOLD,
         pool: Pool | None = None,
+        history: int = 0,
     ) -> None:
+        #: The kept broadcasts, or None without history.
+        self.history = History(history) if history else None
         self.max_pending_bytes = max_pending_bytes
         self.max_pending_messages = max_pending_messages
         self.slow_consumer_policy = slow_consumer_policy
@@ -174,24 +190,52 @@ class WebsocketClientGateway:
         """Bytes queued for clients whose sockets are full, across all clients."""
         return sum(outbox.size for outbox in self._outboxes.values())
 
-    def add_client(self, client: WebsocketClient) -> None:
-        """Add ``client`` (again: no effect); it leaves by itself when it closes, whichever side closed."""
+    def add_client(self, client: WebsocketClient, since: str | None = None) -> None:
+        """Add ``client`` (again: no effect); it leaves by itself when it closes, whichever side closed.
+
+        With ``since``, the offset of the last broadcast the client saw, it
+        first gets every broadcast after it, through its outbox like any
+        other message; :class:`~geventws.history.HistoryGap` (and the client
+        is not added) when the history no longer holds them all.
+        """
+        missed = () if since is None else messages_after(self.history, since)
         if client.id in self._outboxes:
             return
-        self._outboxes[client.id] = _Outbox(client)
+        outbox = self._outboxes[client.id] = _Outbox(client)
         client.on_close(self._remove)
+        for data in missed:  # no greenlet switch since the history was read: no gap, nothing twice
+            self._send(data, [outbox])
 
     def get_clients(self) -> dict[int, WebsocketClient]:
         """The clients in the gateway, by id (a copy)."""
         return {client_id: outbox.client for client_id, outbox in self._outboxes.items()}
 
-    def broadcast_text(self, data: str, exclude: Iterable[int] = ()) -> SendResult:
-        """Send ``data`` to every client but those in ``exclude``, encoded once for all of them."""
-        return self._send(data, self._all_but(exclude))
+    def broadcast_text(self, data: TextPayload, exclude: Iterable[int] = ()) -> SendResult:
+        """Send ``data`` to every client but those in ``exclude``, encoded once for all of them.
 
-    def broadcast_binary(self, data: bytes, exclude: Iterable[int] = ()) -> SendResult:
-        """Send ``data`` to every client but those in ``exclude``, encoded once for all of them."""
-        return self._send(bytes(data), self._all_but(exclude))
+        ``data`` may be a function of the broadcast's offset that returns the
+        message (it gets ``""`` when the gateway keeps no history).
+        """
+        if self.history is None:
+            return self._send(data("") if callable(data) else data, self._all_but(exclude))
+        return self._broadcast_kept(data, exclude)
+
+    def broadcast_binary(self, data: BinaryPayload, exclude: Iterable[int] = ()) -> SendResult:
+        """Send ``data`` (or ``data(offset)``) to every client but those in ``exclude``, encoded once for all."""
+        if self.history is None:
+            return self._send(bytes(data("") if callable(data) else data), self._all_but(exclude))
+        return self._broadcast_kept(data, exclude)
+
+    def _broadcast_kept(self, data: TextPayload | BinaryPayload, exclude: Iterable[int]) -> SendResult:
+        history = self.history
+        assert history is not None
+        offset = history.next_offset()
+        message = resolve(data, offset)
+        message = message if isinstance(message, str) else bytes(message)
+        history.append(message)
+        result = self._send(message, self._all_but(exclude))
+        result.offset = offset
+        return result
 
     def multicast_text(self, data: str, client_ids: Iterable[int]) -> SendResult:
         """Send ``data`` to the clients in ``client_ids``; ids not in the gateway are skipped."""

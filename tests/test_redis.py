@@ -443,8 +443,8 @@ def test_gateways_in_one_process_share_one_subscriber_connection(redis_server, s
 def test_envelope_format_round_trips_and_rejects_what_is_not_ours():
     raw = encode_envelope("me", "héllo\nworld", exclude=[1, 2])
     assert raw.split(b"\n", 1)[0] == b'{"geventws":1,"from":"me","type":"text","exclude":[1,2]}'
-    assert decode_envelope(raw) == ("me", "héllo\nworld", (1, 2), None)
-    assert decode_envelope(encode_envelope("me", b"\x00\n\xff", to=[7])) == ("me", b"\x00\n\xff", (), (7,))
+    assert decode_envelope(raw) == ("me", "héllo\nworld", (1, 2), None, None, None)
+    assert decode_envelope(encode_envelope("me", b"\x00\n\xff", to=[7])) == ("me", b"\x00\n\xff", (), (7,), None, None)
     for raw, kind in [
         (b"", "not a geventws message"),
         (b"{}\n", "not a geventws message"),

@@ -16,6 +16,7 @@ from geventws import (
     AllowOriginAcceptor,
     DefaultErrorHandler,
     DocumentRoot,
+    HistoryGap,
     Rfc7692CompressionFactory,
     Router,
     Websocket,
@@ -31,15 +32,35 @@ logger = logging.getLogger("chat")
 ORIGINS = ["http://localhost:1337", "http://127.0.0.1:1337", "http://[::1]:1337"]
 
 
+#: Messages kept for pages that reconnect: at 100 bytes a chat line, about 100 KiB.
+HISTORY = 1000
+
+
 class ClientHandler(WebsocketClientHandler):
+    """Each line sent to the page is ``"<offset> <sender id>: <text>"``; lines of the server start with ``"* "``.
+
+    A page that comes back after a drop connects with ``?since=<the last offset it saw>``
+    and first gets what it missed, then ``"* caught up"``.
+    """
+
     def __init__(self, gateway: WebsocketGateway | None = None) -> None:
-        self.gateway = gateway or WebsocketClientGateway()
+        self.gateway = gateway or WebsocketClientGateway(history=HISTORY)
 
     def handle_client(self, client: WebsocketClient, request: Request, response: Response) -> None:
-        self.gateway.add_client(client)
+        since = request.args.get("since")
+        if since is None:
+            self.gateway.add_client(client)
+        else:
+            try:
+                self.gateway.add_client(client, since=since)
+                self.gateway.send_text("* caught up", client.id)  # after the missed ones: same outbox
+            except HistoryGap as gap:
+                self.gateway.add_client(client)
+                self.gateway.send_text(f"* some messages are lost ({gap.reason})", client.id)
 
         for message in client:
-            self.gateway.broadcast_text(f"{client.id}: {message}")
+            text = f"{client.id}: {message}"
+            self.gateway.broadcast_text(lambda offset, text=text: f"{offset} {text}")
 
 
 def create_app(origins: list[str] = ORIGINS) -> Router:

@@ -32,11 +32,41 @@ def close_code(client):
     return int.from_bytes(frame.data[:2], "big")
 
 
-def test_a_message_comes_back_to_its_sender_with_its_id(chat):
+def test_a_message_comes_back_to_its_sender_with_its_offset_and_id(chat):
     client = chat.connect("/broadcast", origin=PAGE)
     client.send("echo?")
-    sender, _, text = client.recv().partition(": ")
-    assert sender.isdigit() and text == "echo?"
+    offset, _, rest = client.recv().partition(" ")
+    sender, _, text = rest.partition(": ")
+    assert "-" in offset and sender.isdigit() and text == "echo?"
+
+
+def test_a_page_that_comes_back_gets_what_it_missed_then_the_live_chat(chat):
+    alice = join(chat)
+    bob = join(chat)
+    assert alice.recv().endswith(": hello")  # bob's first message
+    alice.send("before")
+    last_seen = bob.recv()
+    assert alice.recv() == last_seen
+    bob.close()
+    for index in range(10):
+        alice.send(f"missed {index}")
+    missed = [alice.recv() for _ in range(10)]
+
+    since = last_seen.partition(" ")[0]
+    bob = chat.connect(f"/broadcast?since={since}", origin=PAGE)
+    assert [bob.recv() for _ in range(10)] == missed
+    assert bob.recv() == "* caught up"
+    alice.send("live")
+    assert bob.recv().endswith(": live")
+
+
+@pytest.mark.parametrize("since", ["1-1", "garbage"])
+def test_a_page_whose_offset_cannot_be_resumed_is_told_and_joins_the_live_chat(chat, since):
+    client = chat.connect(f"/broadcast?since={since}", origin=PAGE)
+    notice = client.recv()
+    assert notice.startswith("* some messages are lost (")
+    client.send("still here")
+    assert client.recv().endswith(": still here")
 
 
 def test_a_message_reaches_everyone(chat):

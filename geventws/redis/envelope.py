@@ -9,6 +9,12 @@ bytes (UTF-8 for text)::
 (a multicast to ids) are optional lists of client ids; ``from`` is any string
 unique to the publisher.  A message that does not parse, or has another
 version, is logged (once per kind of fault) and skipped.
+
+Two optional fields came with room history, without a new version (readers
+that do not know them ignore them, and the payload is final either way):
+``offset``, the message's offset in its room's history (its stream entry id,
+see :mod:`geventws.redis.history`), and ``ref``, a number unique to the
+publisher that lets it recognize its own message when it comes back.
 """
 
 from __future__ import annotations
@@ -28,6 +34,8 @@ class Envelope(NamedTuple):
     data: str | bytes
     exclude: tuple[int, ...] = ()
     to: tuple[int, ...] | None = None
+    offset: str | None = None  # in the room's history, if it keeps one
+    ref: int | None = None  # the publisher's number for it
 
 
 class EnvelopeError(ValueError):
@@ -39,7 +47,12 @@ class EnvelopeError(ValueError):
 
 
 def encode_envelope(
-    origin: str, data: str | bytes, exclude: Iterable[int] = (), to: Iterable[int] | None = None
+    origin: str,
+    data: str | bytes,
+    exclude: Iterable[int] = (),
+    to: Iterable[int] | None = None,
+    *,
+    ref: int | None = None,
 ) -> bytes:
     """The bytes published for one send (see :mod:`geventws.redis.envelope` for the format)."""
     header: dict[str, Any] = {"geventws": FORMAT_VERSION, "from": origin}
@@ -54,6 +67,8 @@ def encode_envelope(
         header["exclude"] = excluded
     if to is not None:
         header["to"] = list(to)
+    if ref is not None:
+        header["ref"] = ref
     return json.dumps(header, separators=(",", ":")).encode("utf-8") + b"\n" + payload
 
 
@@ -72,15 +87,24 @@ def decode_envelope(raw: bytes) -> Envelope:
         raise EnvelopeError(f"unsupported format version {header['geventws']!r}")
     origin, kind = header.get("from"), header.get("type")
     exclude, to = header.get("exclude", []), header.get("to")
-    if not isinstance(origin, str) or kind not in ("text", "binary") or not _is_ids(exclude) or not _is_ids(to, None):
+    offset, ref = header.get("offset"), header.get("ref")
+    if (
+        not isinstance(origin, str)
+        or kind not in ("text", "binary")
+        or not _is_ids(exclude)
+        or not _is_ids(to, None)
+        or not isinstance(offset, (str, type(None)))
+        or not (ref is None or type(ref) is int)
+    ):
         raise EnvelopeError("malformed header", raw[:end].decode("utf-8", "replace")[:200])
     payload = raw[end + 1 :]
+    data: str | bytes = payload
     if kind == "text":
         try:
-            return Envelope(origin, payload.decode("utf-8"), tuple(exclude), None if to is None else tuple(to))
+            data = payload.decode("utf-8")
         except UnicodeDecodeError:
             raise EnvelopeError("text payload is not UTF-8") from None
-    return Envelope(origin, payload, tuple(exclude), None if to is None else tuple(to))
+    return Envelope(origin, data, tuple(exclude), None if to is None else tuple(to), offset, ref)
 
 
 def _is_ids(value: object, *also: None) -> bool:

@@ -11,7 +11,9 @@ from gevent import monkey
 
 from ..connection.client import WebsocketClient
 from ..gateway import SendResult, WebsocketClientGateway
+from ..history import BinaryPayload, TextPayload, messages_after
 from .envelope import Envelope, encode_envelope
+from .history import StreamHistory
 from .subscriber import SharedSubscriber
 
 if TYPE_CHECKING:
@@ -46,11 +48,14 @@ class RedisGateway:
         local: WebsocketClientGateway | None = None,
         start_degraded: bool = False,
         connect_timeout: float = 5.0,
+        history: int = 0,
     ) -> None:
         if not monkey.is_module_patched("socket"):
             raise RuntimeError("RedisGateway needs gevent.monkey.patch_all() before redis-py is used")
         self.channel = channel
         self.local = local if local is not None else WebsocketClientGateway()
+        #: The room's history in Redis (see :mod:`geventws.redis.history`), or None.
+        self.history = StreamHistory(channel, history) if history else None
         self._client_ids: set[int] = set()  # this process's clients: a send to one of them is not published
         self._shared = SharedSubscriber.shared(redis)
         self._shared.add(self)
@@ -94,9 +99,19 @@ class RedisGateway:
     def __exit__(self, *exc_info: object) -> None:
         self.close()
 
-    def add_client(self, client: WebsocketClient) -> None:
-        """Add one of this process's clients; it leaves when it closes."""
-        self.local.add_client(client)
+    def add_client(self, client: WebsocketClient, since: str | None = None) -> None:
+        """Add one of this process's clients; it leaves when it closes.
+
+        With ``since``, it first gets what was broadcast to the room after
+        that offset, from whichever process (see :mod:`geventws.redis.history`);
+        :class:`~geventws.history.HistoryGap` when that cannot be done.
+        """
+        if since is None:
+            self.local.add_client(client)
+        elif self.history is None:
+            messages_after(None, since)
+        else:
+            self.history.join(self, client, since)
         if client.id not in self._client_ids:
             self._client_ids.add(client.id)
             client.on_close(lambda closed, info: self._client_ids.discard(closed.id))
@@ -105,13 +120,17 @@ class RedisGateway:
         """This process's clients in the gateway."""
         return self.local.get_clients()
 
-    def broadcast_text(self, data: str, exclude: Iterable[int] = ()) -> SendResult:
+    def broadcast_text(self, data: TextPayload, exclude: Iterable[int] = ()) -> SendResult:
         """Send to every client on the channel, in every process, but ``exclude``; the result is this process's."""
-        return self._send(Envelope("", data, tuple(exclude)))
+        if self.history is not None:
+            return self._shared.echoes.send(self._shared, self, data, tuple(exclude), self.history.size)
+        return self._send(Envelope("", data("") if callable(data) else data, tuple(exclude)))
 
-    def broadcast_binary(self, data: bytes, exclude: Iterable[int] = ()) -> SendResult:
+    def broadcast_binary(self, data: BinaryPayload, exclude: Iterable[int] = ()) -> SendResult:
         """Send to every client on the channel, in every process, but ``exclude``; the result is this process's."""
-        return self._send(Envelope("", bytes(data), tuple(exclude)))
+        if self.history is not None:
+            return self._shared.echoes.send(self._shared, self, data, tuple(exclude), self.history.size)
+        return self._send(Envelope("", bytes(data("") if callable(data) else data), tuple(exclude)))
 
     def multicast_text(self, data: str, client_ids: Iterable[int]) -> SendResult:
         """Send to these clients wherever they are connected; the result covers those of this process."""

@@ -51,26 +51,31 @@ class Publisher:
         self.greenlet = gevent.spawn(self._run)
 
     def publish(self, channel: str, message: bytes) -> None:
+        self.send(len(message), "PUBLISH", channel, message)
+
+    def send(self, size: int, *command: object) -> bool:
+        """Send a command that publishes (of about ``size`` bytes) in its turn; False if it was dropped."""
         health = self._health
         if not self.ready.is_set():
             health.counters["dropped"] += 1  # Redis is away: lost, not queued
-            return
-        if self._in_flight and self._in_flight_bytes + len(message) > MAX_IN_FLIGHT_BYTES:
+            return False
+        if self._in_flight and self._in_flight_bytes + size > MAX_IN_FLIGHT_BYTES:
             health.counters["dropped"] += 1
             health.log_fault("too slow", "Redis at %s does not keep up: dropping publishes", health.name)
-            return
+            return False
         with self._lock:
             if not self.ready.is_set():  # lost while this sender waited for the lock
                 health.counters["dropped"] += 1
-                return
+                return False
             try:
-                self._connection.send_command("PUBLISH", channel, message)
+                self._connection.send_command(*command)
             except (redis_py.RedisError, OSError) as error:
                 self._fail(error, 1)
-                return
-        self._in_flight.append(len(message))
-        self._in_flight_bytes += len(message)
+                return False
+        self._in_flight.append(size)
+        self._in_flight_bytes += size
         self._wake.set()
+        return True
 
     def disconnect(self) -> None:
         """Drop the connection because the subscriber lost Redis: a restart closed this one too."""

@@ -23,6 +23,7 @@ from ..gateway import SendResult, WebsocketClientGateway
 from .connection import RECONNECT_BACKOFF, RECONNECT_BACKOFF_CAP, describe, make_client
 from .envelope import Envelope, EnvelopeError, decode_envelope
 from .health import Health
+from .history import Echoes, StreamHistory
 from .nodes import NODE_REFRESH, NodeClaim
 from .publisher import Publisher
 
@@ -40,6 +41,9 @@ class ChannelGateway(Protocol):
 
     @property
     def _client_ids(self) -> set[int]: ...
+
+    @property
+    def history(self) -> StreamHistory | None: ...
 
 
 class SharedSubscriber:
@@ -71,6 +75,7 @@ class SharedSubscriber:
         self.nodes = NodeClaim(self.client, self.health)
         self._pubsub: Any = None
         self.publisher = Publisher(self.client, self.health)
+        self.echoes = Echoes()  # broadcasts with history, until Redis sends them back
         self._subscriber = gevent.spawn(self._subscribe_loop)
 
     # -- gateways
@@ -120,13 +125,16 @@ class SharedSubscriber:
         """Hand a message to every local gateway on ``channel``; the result of ``origin``'s own delivery."""
         result = None
         for gateway in tuple(self.gateways.get(channel, ())):
+            exclude = envelope.exclude
+            if envelope.offset is not None and gateway.history is not None:
+                exclude += gateway.history.observe(envelope)  # replayed to them already
             local = gateway.local
             data = envelope.data
             if envelope.to is None:
                 if isinstance(data, str):
-                    sent = local.broadcast_text(data, envelope.exclude)
+                    sent = local.broadcast_text(data, exclude)
                 else:
-                    sent = local.broadcast_binary(data, envelope.exclude)
+                    sent = local.broadcast_binary(data, exclude)
             elif isinstance(data, str):
                 sent = local.multicast_text(data, envelope.to)
             else:
@@ -177,6 +185,7 @@ class SharedSubscriber:
                     self._receive(channel, message["data"])
                 elif kind == "subscribe" and channel in self.ready:
                     self.ready[channel].set()
+            self.echoes.expire(self)
             if time.monotonic() >= next_claim:  # doubles as a health check of Redis
                 self.nodes.claim()
                 next_claim = time.monotonic() + NODE_REFRESH
@@ -189,10 +198,12 @@ class SharedSubscriber:
             self.health.counters["ignored"] += 1
             self.health.log_fault(error.kind, "Ignored a message on channel %r: %s (%r...)", channel, error, raw[:60])
             return
-        if envelope.origin == self.origin:
-            return  # ours: delivered to this process's clients when it was sent
         try:
-            self.deliver(channel, envelope)
+            if envelope.origin != self.origin:
+                self.deliver(channel, envelope)
+            elif envelope.ref is not None:  # ours, with history: delivered here now, in its place
+                self.echoes.arrived(self, channel, envelope)
+            # else ours: delivered to this process's clients when it was sent
         except Exception:  # never let one delivery end the subscriber
             logger.exception("Delivering a message from channel %r failed", channel)
 
@@ -200,6 +211,7 @@ class SharedSubscriber:
         pubsub, self._pubsub = self._pubsub, None
         for event in self.ready.values():
             event.clear()
+        self.echoes.expire(self, everything=True)  # they would not come back now
         if pubsub is not None:
             try:
                 pubsub.close()
