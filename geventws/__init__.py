@@ -30,6 +30,7 @@ _EXPORTS = {
     "ErrorHandler": "http.error_handler",
     "EncodedMessage": "protocol.frames",
     "HistoryGap": "history",
+    "ClientRemovedError": "gateway",
     "SendResult": "gateway",
     "SlowConsumerError": "gateway",
     "SlowConsumerPolicy": "gateway",
@@ -52,6 +53,7 @@ _EXPORTS = {
 
 __all__ = [
     "AllowOriginAcceptor",
+    "ClientRemovedError",
     "CloseCode",
     "CompressionFactory",
     "ConstantRateLimit",
@@ -110,6 +112,7 @@ if TYPE_CHECKING:  # for type checkers and IDEs: the same names, imported eagerl
     from .connection.rate_limit import ConstantRateLimit
     from .connection.stats import WebsocketCount, WebsocketTimestamp
     from .gateway import (
+        ClientRemovedError,
         SendResult,
         SlowConsumerError,
         SlowConsumerPolicy,

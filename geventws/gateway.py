@@ -10,8 +10,11 @@ Concurrency guarantees of :class:`WebsocketClientGateway`:
   messages; either way the others are not delayed and memory stays bounded.
 - A broadcast to clients without compression serializes the message once
   and writes the same bytes to every socket.
-- Clients leave the gateway when they close, whichever side closed; a send
-  racing a close is reported in the result, never raised to the caller.
+- Clients leave the gateway when they close, whichever side closed, or when
+  :meth:`~WebsocketClientGateway.remove_client` takes them out (they stay
+  connected and may join again); what was pending for them is dropped and
+  resolved in its results.  A send racing a close or a removal is reported
+  in the result, never raised to the caller.
 - With ``history``, every broadcast gets an offset and the last ones are
   kept (see :mod:`geventws.history`): a client added with ``since=offset``
   gets what it missed, in order, then the live messages, none twice.
@@ -55,6 +58,10 @@ class SlowConsumerError(Exception):
 
 class UnknownClientError(LookupError):
     """The client id is not (or no longer) in the gateway."""
+
+
+class ClientRemovedError(Exception):
+    """A message was not delivered because the client left the gateway (it may still be connected)."""
 
 
 class SendResult:
@@ -105,6 +112,18 @@ class WebsocketGateway(Protocol):
 
     def add_client(self, client: WebsocketClient, since: str | None = None) -> None:
         """Add ``client``, first sending it what was broadcast after ``since``; it leaves when it closes."""
+        ...
+
+    def remove_client(self, client: WebsocketClient) -> None:
+        """Take ``client`` out: it gets nothing more from this gateway, stays connected and may join again."""
+        ...
+
+    def count_clients(self) -> int:
+        """How many clients are in the gateway (in every process, for a gateway that spans processes)."""
+        ...
+
+    def get_client_ids(self) -> set[int]:
+        """The ids of the clients in the gateway (in every process, for a gateway that spans processes)."""
         ...
 
     def broadcast_text(self, data: TextPayload, exclude: Iterable[int] = ()) -> SendResult:
@@ -178,6 +197,7 @@ class WebsocketClientGateway:
         self._split = frame_split_threshold
         self._pool = pool if pool is not None else Pool()
         self._outboxes: dict[int, _Outbox] = {}
+        self._watched: set[int] = set()  # clients whose close this gateway already listens for
         #: Messages written whole to one client, since the gateway was made (read by :mod:`geventws.metrics`).
         self.deliveries = 0
         #: Clients closed for being too slow.
@@ -199,16 +219,44 @@ class WebsocketClientGateway:
         is not added) when the history no longer holds them all.
         """
         missed = () if since is None else messages_after(self.history, since)
-        if client.id in self._outboxes:
+        if client.id in self._outboxes or client.is_closed:
             return
         outbox = self._outboxes[client.id] = _Outbox(client)
-        client.on_close(self._remove)
+        if client.id not in self._watched:  # once per client, however often it joins and leaves
+            self._watched.add(client.id)
+            client.on_close(self._remove)
         for data in missed:  # no greenlet switch since the history was read: no gap, nothing twice
             self._send(data, [outbox])
+
+    def remove_client(self, client: WebsocketClient) -> None:
+        """Take ``client`` out at once (not in the gateway: no effect); it stays connected and may join again.
+
+        What was pending for it is dropped, each result failing with
+        :class:`ClientRemovedError`; only a message whose first bytes are
+        already on the wire is finished, so the connection stays well framed.
+        """
+        outbox = self._outboxes.pop(client.id, None)
+        if outbox is None:
+            return
+        outbox.closed = True
+        items = outbox.items
+        error = ClientRemovedError(f"Client {client.id} left the gateway")
+        while items and not (len(items) == 1 and items[0][3]):  # only the first can be begun
+            _, size, result, _ = items.pop()
+            outbox.size -= size
+            result._fail(client.id, error)
 
     def get_clients(self) -> dict[int, WebsocketClient]:
         """The clients in the gateway, by id (a copy)."""
         return {client_id: outbox.client for client_id, outbox in self._outboxes.items()}
+
+    def count_clients(self) -> int:
+        """How many clients are in the gateway."""
+        return len(self._outboxes)
+
+    def get_client_ids(self) -> set[int]:
+        """The ids of the clients in the gateway."""
+        return set(self._outboxes)
 
     def broadcast_text(self, data: TextPayload, exclude: Iterable[int] = ()) -> SendResult:
         """Send ``data`` to every client but those in ``exclude``, encoded once for all of them.
@@ -372,13 +420,15 @@ class WebsocketClientGateway:
     def _discard(self, outbox: _Outbox, error: BaseException) -> None:
         """Stop sending to this client: fail what is pending and forget it."""
         outbox.closed = True
-        self._outboxes.pop(outbox.client.id, None)
+        if self._outboxes.get(outbox.client.id) is outbox:  # not a later join of the same client
+            del self._outboxes[outbox.client.id]
         while outbox.items:
             _, _, result, _ = outbox.items.popleft()
             result._fail(outbox.client.id, error)
         outbox.size = 0
 
     def _remove(self, client: WebsocketClient, info: WebsocketCloseInfo) -> None:
+        self._watched.discard(client.id)
         outbox = self._outboxes.get(client.id)
         if outbox is not None:
             self._discard(outbox, WebsocketClosedException(info.code, info.reason))

@@ -3,7 +3,8 @@
 Clients connect to ``/room/<name>``; each room is a :class:`RedisGateway` on
 the channel ``room:<name>``.  A client first receives ``id:<its id>``, then
 its text messages are commands (JSON) that make this process send through
-the gateway.  Prints ``READY <port>`` once listening; logs go to stderr.
+the gateway (a ``room`` field names another room: ``join`` and ``leave`` it,
+``count`` and ``ids`` answer its presence).  Prints ``READY <port>`` once listening; logs go to stderr.
 """
 
 from gevent import monkey
@@ -27,6 +28,7 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("redis")
     parser.add_argument("--max-pending-bytes", type=int, default=geventws.gateway.DEFAULT_MAX_PENDING_BYTES)
+    parser.add_argument("--presence-ttl", type=float, default=15.0)
     args = parser.parse_args()
     logging.basicConfig(stream=sys.stderr, level=logging.INFO, format="%(name)s %(levelname)s %(message)s")
     rooms: dict[str, RedisGateway] = {}
@@ -36,7 +38,7 @@ def main() -> None:
         with creating:
             if name not in rooms:
                 local = geventws.WebsocketClientGateway(max_pending_bytes=args.max_pending_bytes)
-                rooms[name] = RedisGateway(args.redis, f"room:{name}", local=local)
+                rooms[name] = RedisGateway(args.redis, f"room:{name}", local=local, presence_ttl=args.presence_ttl)
             return rooms[name]
 
     def handle_client(client: geventws.WebsocketClient, request: Any, response: Any) -> None:
@@ -45,11 +47,23 @@ def main() -> None:
         client.send_text(f"id:{client.id}")
         for message in client:
             command = json.loads(str(message))
-            run(gateway, command)
+            run(client, gateway, command)
 
-    def run(gateway: RedisGateway, command: dict[str, Any]) -> None:
+    def run(client: geventws.WebsocketClient, gateway: RedisGateway, command: dict[str, Any]) -> None:
         op = command["op"]
-        if op == "burst":  # numbered broadcasts, then an end marker
+        if "room" in command:
+            gateway = room(command["room"])
+        if op == "join":
+            gateway.add_client(client)
+            client.send_text(f"joined:{command['room']}")
+        elif op == "leave":
+            gateway.remove_client(client)
+            client.send_text(f"left:{command['room']}")
+        elif op == "count":
+            client.send_text(f"count:{gateway.count_clients()}")
+        elif op == "ids":
+            client.send_text("ids:" + json.dumps(sorted(gateway.get_client_ids())))
+        elif op == "burst":  # numbered broadcasts, then an end marker
             body = "x" * command.get("pad", 0)
             for index in range(command["count"]):
                 gateway.broadcast_text(f"{command['tag']}:{index}:{body}")

@@ -47,11 +47,11 @@ def redis_server(tmp_path_factory):
 class App:
     """One server process of tests/redis_app.py."""
 
-    def __init__(self, redis_url, log_path):
+    def __init__(self, redis_url, log_path, extra=()):
         self.log_path = log_path
         self.log_file = open(log_path, "w")  # noqa: SIM115 - closed in stop()
         self.process = subprocess.Popen(
-            [sys.executable, str(APP), redis_url, "--max-pending-bytes", str(MAX_PENDING)],
+            [sys.executable, str(APP), redis_url, "--max-pending-bytes", str(MAX_PENDING), *extra],
             stdout=subprocess.PIPE,
             stderr=self.log_file,
             stdin=subprocess.DEVNULL,
@@ -90,8 +90,8 @@ class App:
         self.log_file.close()
 
 
-def start_apps(redis_url, directory, count):
-    apps = [App(redis_url, directory / f"app{index}.log") for index in range(count)]
+def start_apps(redis_url, directory, count, extra=()):
+    apps = [App(redis_url, directory / f"app{index}.log", extra) for index in range(count)]
     try:
         for app in apps:
             app.wait_ready()
@@ -328,7 +328,7 @@ def gateway_app(gateway):
 def test_unreachable_redis_at_start_is_a_clear_error():
     url = f"redis://user:secret@127.0.0.1:{free_port()}/0"
     started = time.monotonic()
-    with pytest.raises(RedisUnavailableError, match="Cannot subscribe to 'room' on Redis at 127.0.0.1:.*/0") as error:
+    with pytest.raises(RedisUnavailableError, match="Cannot reach 'room' on Redis at 127.0.0.1:.*/0") as error:
         RedisGateway(url, "room", connect_timeout=1)
     assert "secret" not in str(error.value)
     assert time.monotonic() - started < 3
@@ -423,7 +423,7 @@ def test_node_numbers_are_claimed_in_redis(redis_server, caplog):
     client_ids.reset()
 
 
-def test_gateways_in_one_process_share_one_subscriber_connection(redis_server, serve):
+def test_gateways_in_one_process_share_one_subscriber_connection_while_they_have_members(redis_server, serve):
     client = redis.Redis.from_url(redis_server.url)
 
     def subscribers():
@@ -432,8 +432,17 @@ def test_gateways_in_one_process_share_one_subscriber_connection(redis_server, s
     before = subscribers()
     gateways = [RedisGateway(redis_server.url, name) for name in ("one", "two", "one")]
     try:
+        assert dict(client.pubsub_numsub("one", "two")) == {b"one": 0, b"two": 0}  # no members: no subscription
+        assert subscribers() == before
+        connections = [serve(gateway_app(gateway)).connect() for gateway in gateways]
+        for ws in connections:
+            ws.recv()  # joined: subscribed once Redis confirmed it
         assert dict(client.pubsub_numsub("one", "two")) == {b"one": 1, b"two": 1}
         assert subscribers() == before + 1
+        connections[1].close()
+        wait_for(lambda: dict(client.pubsub_numsub("two")) == {b"two": 0}, 5)  # the last member left
+        close_all(connections[0], connections[2])
+        wait_for(lambda: subscribers() == before, 5)  # no channel left: no subscriber connection
     finally:
         for gateway in gateways:
             gateway.close()

@@ -6,22 +6,25 @@ import os
 from collections.abc import Iterable
 
 import redis as redis_py
+from redis.cluster import RedisCluster
 
 from .envelope import encode_envelope
+from .topology import from_client, from_url
 
 
 class RedisEmitter:
     """Publishes to :class:`RedisGateway` channels from a process without WebSocket clients.
 
     Plain redis-py, synchronous: works in an unpatched process (a Flask view
-    under a sync worker, a job queue worker, a cron script).  Each method
-    returns how many subscribed processes Redis handed the message to.
+    under a sync worker, a job queue worker, a cron script).  ``redis`` takes
+    the URLs and clients :class:`RedisGateway` takes (a cluster publishes
+    with ``SPUBLISH`` on the channel's shard).  Each method returns how many
+    subscribed processes Redis handed the message to.
     """
 
-    def __init__(self, redis: str | redis_py.Redis) -> None:
-        self._client = redis_py.Redis.from_url(redis) if isinstance(redis, str) else redis
+    def __init__(self, redis: str | redis_py.Redis | RedisCluster) -> None:
+        self._topology = from_url(redis) if isinstance(redis, str) else from_client(redis)
         self._origin = "emitter-" + os.urandom(8).hex()
-        self._owned = isinstance(redis, str)
 
     def broadcast_text(self, channel: str, data: str, exclude: Iterable[int] = ()) -> int:
         """Send to every client of the channel's gateways but ``exclude``."""
@@ -49,8 +52,9 @@ class RedisEmitter:
 
     def close(self) -> None:
         """Close the connections of a client this emitter made from a URL."""
-        if self._owned:
-            self._client.close()
+        self._topology.close()
 
     def _publish(self, channel: str, message: bytes) -> int:
-        return int(self._client.publish(channel, message))
+        if self._topology.sharded:
+            return int(self._topology.keys.spublish(channel, message))
+        return int(self._topology.client.publish(channel, message))

@@ -40,6 +40,7 @@ from ..gateway import SendResult
 from ..history import BinaryPayload, HistoryGap, TextPayload, parse_offset
 from .connection import SOCKET_TIMEOUT
 from .envelope import Envelope, decode_envelope, encode_envelope
+from .keys import room_key
 
 if TYPE_CHECKING:
     from ..connection.client import WebsocketClient
@@ -56,13 +57,16 @@ redis.call('PUBLISH', KEYS[2], ARGV[2] .. ',"offset":"' .. id .. '"}\\n' .. payl
 return id
 """
 
+#: The same on a cluster: sharded pub/sub (the stream and the channel share a slot).
+SHARDED_SCRIPT = SCRIPT.replace("redis.call('PUBLISH'", "redis.call('SPUBLISH'")
+
 #: Entries read per ``XRANGE`` of a replay.
 REPLAY_PAGE = 500
 
 
 def history_key(channel: str) -> str:
     """The stream of a channel's history; the hash tag keeps it on the channel's shard."""
-    return f"geventws:{{{channel}}}:history"
+    return room_key(channel, "history")
 
 
 def _rebuild(entry_id: bytes, fields: dict[bytes, bytes]) -> Envelope:
@@ -111,7 +115,8 @@ class Echoes:
     def send(self, shared: SharedSubscriber, gateway: RedisGateway, data: TextPayload | BinaryPayload,
              exclude: tuple[int, ...], size: int) -> SendResult:  # fmt: skip
         """Broadcast through the script; the result is resolved when the message comes back."""
-        if not shared.publisher.ready.is_set():
+        publisher = gateway._shard_now().publisher  # the channel's shard, on a cluster
+        if not publisher.ready.is_set():
             shared.health.counters["dropped"] += 1  # Redis is away: delivered here only
             return self._deliver_unkept(shared, gateway, data, exclude)
         message = data(self.mark) if callable(data) else data
@@ -119,9 +124,10 @@ class Echoes:
         head, _, payload = encode_envelope(shared.origin, message, exclude, ref=ref).partition(b"\n")
         result = PendingBroadcast()
         self._pending[ref] = (time.monotonic() + SOCKET_TIMEOUT, gateway, Envelope("", message, exclude), result)
-        sent = shared.publisher.send(
+        script = SHARDED_SCRIPT if shared.topology.sharded else SCRIPT
+        sent = publisher.send(
             len(payload),
-            "EVAL", SCRIPT, 2, history_key(gateway.channel), gateway.channel,
+            "EVAL", script, 2, history_key(gateway.channel), gateway.channel,
             size, head[:-1], payload, self.mark if callable(data) else "",
         )  # fmt: skip
         if not sent:  # dropped (and counted) by the publisher
@@ -222,7 +228,7 @@ class StreamHistory:
 
     def _read(self, gateway: RedisGateway, since: str) -> list[tuple[bytes, dict[bytes, bytes]]]:
         """The entries from ``since`` on, page by page (other greenlets run meanwhile)."""
-        redis = gateway._shared.client
+        redis = gateway._shared.topology.keys
         entries: list[tuple[bytes, dict[bytes, bytes]]] = []
         start = since
         try:

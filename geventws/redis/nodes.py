@@ -11,11 +11,13 @@ from __future__ import annotations
 
 import logging
 import os
+from typing import Any
 
 import redis as redis_py
 
 from ..connection.ids import client_ids
 from .health import Health
+from .keys import node_key
 
 logger = logging.getLogger("geventws.redis")
 
@@ -37,7 +39,7 @@ def _process_token() -> str:
 class NodeClaim:
     """This process's claim on its client id node number in one Redis."""
 
-    def __init__(self, client: redis_py.Redis, health: Health) -> None:
+    def __init__(self, client: Any, health: Health) -> None:
         self._client = client
         self._health = health
         self._collision_logged = False
@@ -49,7 +51,7 @@ class NodeClaim:
         name = self._health.name
         for _ in range(8):
             node = client_ids.node
-            key = f"geventws:node:{node}"
+            key = node_key(node)
             try:
                 if self._client.set(key, token, nx=True, ex=NODE_TTL):
                     return
@@ -78,6 +80,6 @@ class NodeClaim:
 
     def release(self) -> None:
         """Give the number up, if this process still holds it."""
-        key = f"geventws:node:{client_ids.node}"
+        key = node_key(client_ids.node)
         if self._client.get(key) == _process_token().encode():
             self._client.delete(key)

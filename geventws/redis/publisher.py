@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import random
 from collections import deque
+from collections.abc import Callable
 from typing import Any
 
 import gevent
@@ -22,6 +23,8 @@ from .health import Health
 #: past it new publishes are dropped, so a Redis that stops answering cannot
 #: make memory grow.  Normally only a few messages are in flight.
 MAX_IN_FLIGHT_BYTES = 4 * 1024 * 1024
+#: Seconds between checks that an idle publishing connection is still open.
+IDLE_CHECK_INTERVAL = 1.0
 
 
 class Publisher:
@@ -39,8 +42,16 @@ class Publisher:
     message or :data:`~.connection.SOCKET_TIMEOUT` passes.
     """
 
-    def __init__(self, client: redis_py.Redis, health: Health) -> None:
+    def __init__(
+        self,
+        client: redis_py.Redis,
+        health: Health,
+        command: str = "PUBLISH",
+        connected: Callable[[], None] | None = None,
+    ) -> None:
         self._client = client
+        self._connected = connected  # called on each (re)connect
+        self._command = command  # SPUBLISH on a cluster
         self._health = health
         self._connection: Any = None
         self.ready = Event()  # set while the connection is up
@@ -51,7 +62,7 @@ class Publisher:
         self.greenlet = gevent.spawn(self._run)
 
     def publish(self, channel: str, message: bytes) -> None:
-        self.send(len(message), "PUBLISH", channel, message)
+        self.send(len(message), self._command, channel, message)
 
     def send(self, size: int, *command: object) -> bool:
         """Send a command that publishes (of about ``size`` bytes) in its turn; False if it was dropped."""
@@ -103,9 +114,22 @@ class Publisher:
                     continue
                 delay = RECONNECT_BACKOFF
                 self.ready.set()
-            self._wake.wait()
+                self._health.recovered()
+                if self._connected is not None:
+                    self._connected()
+            if not self._wake.wait(IDLE_CHECK_INTERVAL) and not self._in_flight:
+                self._check_idle()
+                continue
             self._wake.clear()
             self._read_replies()
+
+    def _check_idle(self) -> None:
+        """Notice a Redis that went away while nothing was published (its socket reads the end)."""
+        try:
+            if self._connection.can_read(timeout=0):
+                self._connection.read_response()  # nothing is expected: an end of file or an error
+        except (redis_py.RedisError, OSError) as error:
+            self._fail(error, 0)
 
     def _read_replies(self) -> None:
         health = self._health

@@ -1,43 +1,49 @@
-"""One Redis in this process: the subscriber connection every gateway on it shares, and local delivery.
+"""One Redis (server, Sentinel master or cluster) in this process: the shards every gateway on it shares.
 
-The subscriber greenlet subscribes to the channels of the gateways (again
-after each reconnect, with backoff), hands each message from another process
-to the local gateways on its channel, and refreshes the client id node claim
-(see :mod:`.nodes`).  Publishing goes through the one
-:class:`~.publisher.Publisher` of the same Redis.
+:class:`SharedSubscriber` holds one :class:`~.shard.Shard` per server it
+needs (one, or one per cluster shard that carries a channel with members
+here), hands each message from another process to the local gateways of
+its channel, and runs the keeper greenlet that refreshes the client id node
+claim (see :mod:`.nodes`) and this process's presence entries (see
+:mod:`.presence`).  A channel is subscribed while a gateway on it has
+members in this process, and only then.
 """
 
 from __future__ import annotations
 
 import logging
 import os
-import random
 import time
 from typing import Any, Protocol
 
 import gevent
 import redis as redis_py
 from gevent.event import Event
+from redis.cluster import RedisCluster
 
 from ..gateway import SendResult, WebsocketClientGateway
-from .connection import RECONNECT_BACKOFF, RECONNECT_BACKOFF_CAP, describe, make_client
 from .envelope import Envelope, EnvelopeError, decode_envelope
 from .health import Health
 from .history import Echoes, StreamHistory
 from .nodes import NODE_REFRESH, NodeClaim
-from .publisher import Publisher
+from .presence import Presence
+from .shard import Shard
+from .topology import Topology, from_client, from_url
 
 logger = logging.getLogger("geventws.redis")
 
 
 class ChannelGateway(Protocol):
-    """A gateway as the subscriber sees it: its channel, where its messages go, its clients' ids."""
+    """A gateway as the subscriber sees it: its channel, where its messages go, its clients, its presence."""
 
     @property
     def channel(self) -> str: ...
 
     @property
     def local(self) -> WebsocketClientGateway: ...
+
+    @property
+    def presence(self) -> Presence: ...
 
     @property
     def _client_ids(self) -> set[int]: ...
@@ -47,7 +53,7 @@ class ChannelGateway(Protocol):
 
 
 class SharedSubscriber:
-    """One Redis in this process: one subscriber connection and greenlet, one :class:`~.publisher.Publisher`.
+    """The shards of one Redis in this process, the gateways on it, and their keeper greenlet.
 
     Every :class:`RedisGateway` of this process on the same Redis (URL or
     client object) shares it; it stops when the last one closes.
@@ -56,75 +62,109 @@ class SharedSubscriber:
     _instances: dict[tuple[int, object], SharedSubscriber] = {}
 
     @classmethod
-    def shared(cls, url_or_client: str | redis_py.Redis) -> SharedSubscriber:
+    def shared(cls, url_or_client: str | redis_py.Redis | RedisCluster) -> SharedSubscriber:
         # Keyed by pid too: a forked child must not use its parent's connections.
         key = (os.getpid(), url_or_client if isinstance(url_or_client, str) else id(url_or_client))
         instance = cls._instances.get(key)
         if instance is None:
-            instance = cls._instances[key] = cls(key, url_or_client)
+            topology = from_url(url_or_client) if isinstance(url_or_client, str) else from_client(url_or_client)
+            instance = cls._instances[key] = cls(key, topology)
         return instance
 
-    def __init__(self, key: tuple[int, object], url_or_client: str | redis_py.Redis) -> None:
+    def __init__(self, key: tuple[int, object], topology: Topology) -> None:
         self._key = key
-        self.client = make_client(url_or_client)
-        self.name = describe(self.client)
+        self.topology = topology
+        self.name = topology.name
         self.origin = os.urandom(8).hex()  # our messages carry it; the echo is recognized by it
-        self.gateways: dict[str, list[ChannelGateway]] = {}
-        self.ready: dict[str, Event] = {}
-        self.health = Health(self.name)
-        self.nodes = NodeClaim(self.client, self.health)
-        self._pubsub: Any = None
-        self.publisher = Publisher(self.client, self.health)
+        self.gateways: list[ChannelGateway] = []
+        #: The gateways with members in this process, by channel: the subscribed channels.
+        self.members: dict[str, list[ChannelGateway]] = {}
+        self.shards: dict[str, Shard] = {}
+        self._where: dict[str, str] = {}  # subscribed channel -> shard name
+        self.health = Health(topology.name)  # of the key commands (node claims, presence)
+        self.nodes = NodeClaim(topology.keys, self.health)
+        self.claimed = Event()
         self.echoes = Echoes()  # broadcasts with history, until Redis sends them back
-        self._subscriber = gevent.spawn(self._subscribe_loop)
+        self._wake = Event()
+        self._keeper = gevent.spawn(self._keep)
 
-    # -- gateways
+    def shard_for(self, channel: str) -> Shard:
+        name = self.topology.shard_of(channel)
+        shard = self.shards.get(name)
+        if shard is None:
+            client = self.topology.shard_client(name)
+            health = Health(name) if self.topology.sharded else self.health  # one server: one loss, logged once
+            shard = self.shards[name] = Shard(
+                client, health, self.topology.sharded, self._receive, self._shard_connected, self._moved
+            )
+        return shard
+
+    def counters(self) -> dict[str, int]:
+        if not self.topology.sharded:
+            return dict(self.health.counters)
+        totals = dict(self.health.counters)  # the key commands', and the history broadcasts dropped
+        for shard in self.shards.values():
+            for name, value in shard.health.counters.items():
+                totals[name] += value
+        return totals
+
+    # -- gateways and their members
 
     def add(self, gateway: ChannelGateway) -> None:
-        channel = gateway.channel
-        gateways = self.gateways.setdefault(channel, [])
-        gateways.append(gateway)
-        if len(gateways) == 1:
-            self.ready[channel] = Event()
-            pubsub = self._pubsub
-            if pubsub is not None:
-                try:  # the subscriber greenlet reads the confirmation; a failure there reconnects
-                    pubsub.subscribe(channel)
-                except (redis_py.RedisError, OSError):
-                    pass
+        self.gateways.append(gateway)
 
     def remove(self, gateway: ChannelGateway) -> None:
-        gateways = self.gateways.get(gateway.channel, [])
-        if gateway in gateways:
-            gateways.remove(gateway)
-        if not gateways:
-            self.gateways.pop(gateway.channel, None)
-            self.ready.pop(gateway.channel, None)
-            pubsub = self._pubsub
-            if pubsub is not None:
-                try:
-                    pubsub.unsubscribe(gateway.channel)
-                except (redis_py.RedisError, OSError):
-                    pass
+        self.leave(gateway)
+        if gateway in self.gateways:
+            self.gateways.remove(gateway)
         if not self.gateways:
             self.stop()
+
+    def join(self, gateway: ChannelGateway) -> Event:
+        """``gateway`` has its first member here: subscribe its channel (the event is set once confirmed)."""
+        channel = gateway.channel
+        gateways = self.members.setdefault(channel, [])
+        if gateway not in gateways:
+            gateways.append(gateway)
+        shard = self.shard_for(channel) if channel not in self._where else self.shards[self._where[channel]]
+        self._where[channel] = shard.name
+        return shard.subscribe(channel)
+
+    def leave(self, gateway: ChannelGateway) -> None:
+        """``gateway`` has no member here any more: unsubscribe its channel unless another gateway needs it."""
+        gateways = self.members.get(gateway.channel, [])
+        if gateway in gateways:
+            gateways.remove(gateway)
+        if not gateways and self.members.pop(gateway.channel, None) is not None:
+            name = self._where.pop(gateway.channel, None)
+            shard = self.shards.get(name) if name is not None else None
+            if shard is not None:
+                shard.unsubscribe(gateway.channel)
+
+    def subscribed(self, channel: str) -> Event | None:
+        name = self._where.get(channel)
+        shard = self.shards.get(name) if name is not None else None
+        return shard.channels.get(channel) if shard is not None else None
 
     def stop(self) -> None:
         if self._instances.get(self._key) is self:
             del self._instances[self._key]
-        self._subscriber.kill()  # it closes its connection on the way out
-        self.publisher.stop()
+        self._keeper.kill()
+        for shard in self.shards.values():
+            shard.stop()
+        self.shards.clear()
         try:
             self.nodes.release()
         except (redis_py.RedisError, OSError):
             pass
+        self.topology.close()
 
     # -- local delivery
 
     def deliver(self, channel: str, envelope: Envelope, origin: ChannelGateway | None = None) -> SendResult | None:
-        """Hand a message to every local gateway on ``channel``; the result of ``origin``'s own delivery."""
+        """Hand a message to every local gateway with members on ``channel``; the result of ``origin``'s."""
         result = None
-        for gateway in tuple(self.gateways.get(channel, ())):
+        for gateway in tuple(self.members.get(channel, ())):
             exclude = envelope.exclude
             if envelope.offset is not None and gateway.history is not None:
                 exclude += gateway.history.observe(envelope)  # replayed to them already
@@ -144,59 +184,17 @@ class SharedSubscriber:
         return result
 
     def is_local(self, channel: str, client_id: int) -> bool:
-        return any(client_id in gateway._client_ids for gateway in self.gateways.get(channel, ()))
-
-    # -- subscribing
-
-    def _subscribe_loop(self) -> None:
-        delay = RECONNECT_BACKOFF
-        while True:
-            try:
-                self.nodes.claim()
-                pubsub = self.client.pubsub()  # type: ignore[no-untyped-call]
-                channels = list(self.gateways)
-                if channels:
-                    pubsub.subscribe(*channels)
-                self._pubsub = pubsub  # from now on add() subscribes new channels itself
-                missing = [channel for channel in self.gateways if channel not in channels]
-                if missing:
-                    pubsub.subscribe(*missing)
-                self._recovered()
-                delay = RECONNECT_BACKOFF
-                self._listen(pubsub)
-            except (redis_py.RedisError, OSError) as error:
-                self.health.lost(error)
-                self.publisher.disconnect()  # it would only notice at its next publish, and lose that
-            except Exception:  # a bug must not end delivery for the process: log it, reconnect
-                logger.exception("The Redis subscriber failed; reconnecting")
-            finally:
-                self._close_pubsub()
-            gevent.sleep(delay * random.uniform(0.5, 1.0))
-            delay = min(delay * 2, RECONNECT_BACKOFF_CAP)
-
-    def _listen(self, pubsub: Any) -> None:
-        next_claim = time.monotonic() + NODE_REFRESH
-        while True:
-            message = pubsub.get_message(timeout=1.0)
-            if message is not None and message["channel"] is not None:
-                kind = message["type"]
-                channel = message["channel"].decode("utf-8", "replace")
-                if kind == "message":
-                    self._receive(channel, message["data"])
-                elif kind == "subscribe" and channel in self.ready:
-                    self.ready[channel].set()
-            self.echoes.expire(self)
-            if time.monotonic() >= next_claim:  # doubles as a health check of Redis
-                self.nodes.claim()
-                next_claim = time.monotonic() + NODE_REFRESH
+        return any(client_id in gateway._client_ids for gateway in self.members.get(channel, ()))
 
     def _receive(self, channel: str, raw: bytes) -> None:
-        self.health.counters["received"] += 1
+        shard = self.shards.get(self._where.get(channel, ""))
+        health = shard.health if shard is not None else self.health
+        health.counters["received"] += 1
         try:
             envelope = decode_envelope(raw)
         except EnvelopeError as error:
-            self.health.counters["ignored"] += 1
-            self.health.log_fault(error.kind, "Ignored a message on channel %r: %s (%r...)", channel, error, raw[:60])
+            health.counters["ignored"] += 1
+            health.log_fault(error.kind, "Ignored a message on channel %r: %s (%r...)", channel, error, raw[:60])
             return
         try:
             if envelope.origin != self.origin:
@@ -207,18 +205,72 @@ class SharedSubscriber:
         except Exception:  # never let one delivery end the subscriber
             logger.exception("Delivering a message from channel %r failed", channel)
 
-    def _close_pubsub(self) -> None:
-        pubsub, self._pubsub = self._pubsub, None
-        for event in self.ready.values():
-            event.clear()
-        self.echoes.expire(self, everything=True)  # they would not come back now
-        if pubsub is not None:
-            try:
-                pubsub.close()
-            except (redis_py.RedisError, OSError):
-                pass
+    # -- topology changes
 
-    def _recovered(self) -> None:
-        """Redis answers again: the publisher reconnects at once rather than at the end of its backoff."""
-        self.health.recovered()
-        self.publisher.reconnect_now()
+    def _shard_connected(self, shard: Shard) -> None:
+        self._wake.set()  # claim and refresh presence now: Redis may have lost them
+
+    def _moved(self, shard: Shard, channel: str) -> None:
+        """The cluster ended a subscription (its slot moved): learn the cluster again, subscribe on the new owner."""
+        gevent.spawn(self._resubscribe, channel)
+
+    def _resubscribe(self, channel: str) -> None:
+        try:
+            self.topology.refresh()
+        except (redis_py.RedisError, OSError) as error:
+            logger.warning("Cannot learn the cluster's shards again (%s): retrying %r on the old shard", error, channel)
+        if channel in self.members:
+            self._where.pop(channel, None)
+            for gateway in self.members[channel][:1]:
+                self.join(gateway)
+
+    # -- node claims and presence
+
+    def _keep(self) -> None:
+        next_claim = next_presence = 0.0
+        while True:
+            now = time.monotonic()
+            try:
+                if now >= next_claim or not self.claimed.is_set():
+                    self.nodes.claim()
+                    self.claimed.set()
+                    next_claim = now + NODE_REFRESH
+                if now >= next_presence:
+                    next_presence = now + self._refresh_presence()
+                self.health.recovered()
+            except (redis_py.RedisError, OSError) as error:
+                self.health.lost(error)
+                next_claim = next_presence = 0.0
+                self._wake.wait(1.0)
+                self._wake.clear()
+                continue
+            except redis_py.ResponseError as error:  # e.g. an ACL user without scripts: pub/sub still works
+                self.health.log_fault("presence refused", "Cannot keep presence in Redis at %s: %s", self.name, error)
+                next_presence = time.monotonic() + 60
+            except Exception:
+                logger.exception("Refreshing the client id claim or presence in Redis at %s failed", self.name)
+                next_presence = time.monotonic() + 60
+            self.echoes.expire(self)  # delivered here, unkept, what Redis did not send back in time
+            self._wake.wait(max(0.05, min(next_claim, next_presence, time.monotonic() + 1.0) - time.monotonic()))
+            if self._wake.is_set():
+                self._wake.clear()
+                next_claim = next_presence = 0.0
+
+    def _refresh_presence(self) -> float:
+        """Push this process's members' expiry forward; seconds until the next refresh is due."""
+        interval = 60.0
+        for gateways in tuple(self.members.values()):
+            for gateway in tuple(gateways):
+                gateway.presence.add(tuple(gateway._client_ids))
+                interval = min(interval, gateway.presence.ttl / 3)
+        return interval
+
+    def keys_connected(self) -> bool:
+        return self.health.connected and self.claimed.is_set()
+
+    def presence_of(self, channel: str, ttl: float) -> Presence:
+        return Presence(self.topology.keys, channel, ttl)
+
+    def describe(self) -> dict[str, Any]:
+        """For logs and tests: the shards and their channels."""
+        return {name: sorted(shard.channels) for name, shard in self.shards.items()}
