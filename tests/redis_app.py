@@ -16,8 +16,10 @@ import json  # noqa: E402
 import logging  # noqa: E402
 import signal  # noqa: E402
 import sys  # noqa: E402
+import time  # noqa: E402
 from typing import Any  # noqa: E402
 
+import gevent  # noqa: E402
 from gevent.lock import Semaphore  # noqa: E402
 
 import geventws  # noqa: E402
@@ -63,6 +65,8 @@ def main() -> None:
             client.send_text(f"count:{gateway.count_clients()}")
         elif op == "ids":
             client.send_text("ids:" + json.dumps(sorted(gateway.get_client_ids())))
+        elif op == "ticker":  # numbered broadcasts stamped with the time, one every interval, then an end marker
+            gevent.spawn(tick, gateway, command["tag"], command["count"], command["interval"])
         elif op == "burst":  # numbered broadcasts, then an end marker
             body = "x" * command.get("pad", 0)
             for index in range(command["count"]):
@@ -76,6 +80,12 @@ def main() -> None:
             gateway.send_text(command["text"], command["to"])
         elif op == "multicast":
             gateway.multicast_binary(command["text"].encode(), command["to"])
+
+    def tick(gateway: RedisGateway, tag: str, count: int, interval: float) -> None:
+        for index in range(count):
+            gateway.broadcast_text(f"{tag}:{index}:{time.time():.3f}")
+            gevent.sleep(interval)
+        gateway.broadcast_text(f"{tag}:end")
 
     server = geventws.Server(logging.getLogger("redis_app"))
     server.expose(("127.0.0.1", 0))

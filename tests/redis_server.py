@@ -40,9 +40,16 @@ def free_port() -> int:
 class RedisProcess:
     """One server process; :meth:`stop` and :meth:`start` again keep the port (a restart)."""
 
-    def __init__(self, directory: Path, binary: str, preexec_fn: Callable[[], None] | None = None) -> None:
+    def __init__(
+        self,
+        directory: Path,
+        binary: str,
+        preexec_fn: Callable[[], None] | None = None,
+        args: tuple[str, ...] = (),
+    ) -> None:
         self.directory = directory
         self.binary = binary
+        self.args = args  # more options (a replica, cluster mode)
         self.preexec_fn = preexec_fn
         self.port = free_port()
         self.process: subprocess.Popen[bytes] | None = None
@@ -53,7 +60,7 @@ class RedisProcess:
 
     def start(self, timeout: float = 10.0) -> None:
         args = [self.binary, "--port", str(self.port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"]
-        args += ["--dir", str(self.directory), "--logfile", str(self.directory / "server.log")]
+        args += ["--dir", str(self.directory), "--logfile", str(self.directory / "server.log"), *self.args]
         self.process = subprocess.Popen(
             args, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, preexec_fn=self.preexec_fn
         )
@@ -71,6 +78,13 @@ class RedisProcess:
             time.sleep(0.02)
         self.stop()
         raise RuntimeError(f"{self.binary} did not answer on port {self.port} within {timeout} s")
+
+    def kill(self) -> None:
+        """SIGKILL: no goodbye to anyone (a crashed machine, as far as the clients can tell)."""
+        process, self.process = self.process, None
+        if process is not None:
+            process.kill()
+            process.wait()
 
     def stop(self) -> None:
         process, self.process = self.process, None

@@ -197,10 +197,10 @@ class RedisGateway:
 
     def _presence(self, method: Callable[[Any], object], argument: Any) -> None:
         """A presence write: skipped while Redis is away (the keeper writes every member again when it is back)."""
-        if self._shared.keys_connected():
+        if self._shared.keys_connected() and not self._closed:
             try:
                 method(argument)
-            except (redis_py.RedisError, OSError) as error:
+            except (redis_py.RedisError, OSError, ValueError) as error:  # ValueError: closed under the command
                 self._shared.health.lost(error)
 
     def _ask(self, question: Callable[[], Any]) -> Any:
