@@ -142,7 +142,8 @@ class Cluster:
             node_dir = directory / f"node{index}"
             node_dir.mkdir(parents=True, exist_ok=True)
             options = ("--cluster-enabled", "yes", "--cluster-config-file", str(node_dir / "nodes.conf"))
-            options += ("--cluster-node-timeout", "2000", *extra)
+            # the bus port too: the default (port + 10000) may be taken, or past 65535
+            options += ("--cluster-port", str(free_port()), "--cluster-node-timeout", "2000", *extra)
             self.nodes.append(RedisProcess(node_dir, binary, args=options))
 
     @property

@@ -82,8 +82,8 @@ class ClusterTopology(Topology):
         self.name = "cluster " + ",".join(nodes[:3]) + ("..." if len(nodes) > 3 else "")
         self._owned = owned
         for node in api.get_primaries():
-            reply = api.get_redis_connection(node).execute_command("COMMAND", "INFO", "SPUBLISH", "SSUBSCRIBE")
-            if not reply or any(not entry for entry in (reply.values() if isinstance(reply, dict) else reply)):
+            if not _has_commands(api.get_redis_connection(node), "SPUBLISH", "SSUBSCRIBE"):
+                self.close()
                 raise ValueError(
                     f"The Redis Cluster node {node.name} has no sharded pub/sub (SPUBLISH, SSUBSCRIBE):"
                     " RedisGateway needs Redis 7 or Valkey 7 or later"
@@ -109,6 +109,19 @@ class ClusterTopology(Topology):
     def close(self) -> None:
         if self._owned:
             self.cluster.close()
+
+
+def _has_commands(client: redis_py.Redis, *names: str) -> bool:
+    """Whether the server knows these commands (``COMMAND INFO``, read raw: redis-py's parser fails on a gap)."""
+    pool = client.connection_pool
+    connection: Any = pool.get_connection()
+    try:
+        connection.send_command("COMMAND", "INFO", *names)
+        reply = connection.read_response()
+    finally:
+        pool.release(connection)
+    entries = reply.values() if isinstance(reply, dict) else reply
+    return len(entries) == len(names) and all(entries)
 
 
 def _redacted(url: str) -> str:
@@ -152,6 +165,9 @@ def from_url(url: str) -> Topology:
     if "://" not in url or scheme not in SCHEMES:
         raise ValueError(f"Unknown Redis URL scheme in {_redacted(url)!r}: use one of {', '.join(SCHEMES)}")
     if scheme in ("redis://", "rediss://", "unix://"):
+        path = urlsplit(url).path.strip("/")
+        if scheme != "unix://" and path:
+            _db(url, path)  # redis-py would ignore a db that is not a number
         try:
             client = redis_py.Redis.from_url(url, retry=Retry(NoBackoff(), 0), **_CLIENT_OPTIONS)
         except ValueError as error:
