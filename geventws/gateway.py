@@ -11,7 +11,7 @@ Concurrency guarantees of :class:`WebsocketClientGateway`:
 - A broadcast to clients without compression serializes the message once
   and writes the same bytes to every socket.
 - Clients leave the gateway when they close, whichever side closed, or when
-  :meth:`~WebsocketClientGateway.remove_client` takes them out (they stay
+  :meth:`~geventws.WebsocketClientGateway.remove_client` takes them out (they stay
   connected and may join again); what was pending for them is dropped and
   resolved in its results.  A send racing a close or a removal is reported
   in the result, never raised to the caller.

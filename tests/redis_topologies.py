@@ -133,7 +133,14 @@ class SentinelSet:
 class Cluster:
     """Three masters, no replicas, slots spread evenly by ``valkey-cli --cluster create``."""
 
-    def __init__(self, directory: Path, binary: str, size: int = 3, extra: tuple[str, ...] = ()) -> None:
+    def __init__(
+        self,
+        directory: Path,
+        binary: str,
+        size: int = 3,
+        extra: tuple[str, ...] = (),
+        preexec_fn: Callable[[], None] | None = None,
+    ) -> None:
         self.directory = directory
         self.binary = binary
         self.cli = str(Path(binary).with_name("valkey-cli"))
@@ -144,7 +151,7 @@ class Cluster:
             options = ("--cluster-enabled", "yes", "--cluster-config-file", str(node_dir / "nodes.conf"))
             # the bus port too: the default (port + 10000) may be taken, or past 65535
             options += ("--cluster-port", str(free_port()), "--cluster-node-timeout", "2000", *extra)
-            self.nodes.append(RedisProcess(node_dir, binary, args=options))
+            self.nodes.append(RedisProcess(node_dir, binary, preexec_fn, args=options))
 
     @property
     def url(self) -> str:

@@ -5,6 +5,7 @@ import json
 import gevent
 import pytest
 import redis
+import websocket
 from redis.cluster import RedisCluster
 from redis_server import RedisProcess, free_port, server_binary
 from redis_topologies import Cluster
@@ -203,3 +204,69 @@ def test_bad_urls_and_a_cluster_without_sharded_pub_sub_are_clear_errors_at_cons
         old.stop()
     with pytest.raises(RedisUnavailableError, match="Cannot reach Redis for 'bad'"):
         RedisGateway(f"redis+cluster://127.0.0.1:{free_port()}", "bad")
+
+
+def move_slot(cluster, slot, source, target):
+    """Reshard one slot from ``source`` to ``target`` (node clients), its keys included, as valkey-cli does."""
+    source_id, target_id = source.cluster("myid"), target.cluster("myid")
+    target.execute_command("CLUSTER", "SETSLOT", slot, "IMPORTING", source_id)
+    source.execute_command("CLUSTER", "SETSLOT", slot, "MIGRATING", target_id)
+    keys = source.execute_command("CLUSTER", "GETKEYSINSLOT", slot, 1000)
+    if keys:
+        port = target.connection_pool.connection_kwargs["port"]
+        source.execute_command("MIGRATE", "127.0.0.1", port, "", 0, 5000, "KEYS", *keys)
+    for node in cluster.nodes:
+        client = redis.Redis(port=node.port)
+        client.execute_command("CLUSTER", "SETSLOT", slot, "NODE", target_id)
+        client.close()
+
+
+def test_a_room_whose_slot_moves_follows_it_to_the_new_shard(cluster, tmp_path):
+    apps = start_apps(cluster.url, tmp_path, 2)
+    nodes = node_clients(cluster)
+    observer = RedisCluster(host="127.0.0.1", port=cluster.nodes[0].port)
+    try:
+        (_, a), (_, b) = apps[0].connect("moving"), apps[1].connect("moving")
+        command(b, "broadcast", text="before")
+        assert a.recv() == "before" and b.recv() == "before"
+        slot = observer.keyslot("room:moving")
+        ports = [node.port for node in cluster.nodes]
+        source = ports.index(observer.nodes_manager.get_node_from_slot(slot).port)
+        target = (source + 1) % 3
+        assert shard_numsub(nodes[source], "room:moving") == 2
+        move_slot(cluster, slot, nodes[source], nodes[target])
+        # Redis ended the subscriptions on the old owner; both processes subscribe on the new one
+        wait_for(lambda: shard_numsub(nodes[target], "room:moving") == 2, 10)
+        assert shard_numsub(nodes[source], "room:moving") == 0
+        seen = []
+        for index in range(200):  # until a probe from the other process arrives (publishes follow the slot)
+            command(b, "broadcast", text=f"probe {index}")
+            assert recv_until_text(b, f"probe {index}")
+            a.settimeout(0.05)
+            try:
+                seen.append(a.recv())
+                break
+            except websocket.WebSocketTimeoutException:
+                continue
+            finally:
+                a.settimeout(10)
+        assert seen, "no broadcast reached the other process after the move"
+        command(b, "broadcast", text="after")
+        rest = recv_until_text(a, "after")
+        numbers = [int(message.split()[1]) for message in seen + rest[:-1]]
+        assert numbers == sorted(set(numbers))  # at most once, in order, across the move
+        assert ask(a, "count") == "count:2"  # the presence key moved with the slot
+        close_all(a, b)
+    finally:
+        for app in apps:
+            app.stop()
+        for client in nodes:
+            client.close()
+        observer.close()
+
+
+def recv_until_text(ws, text):
+    received = []
+    while not received or received[-1] != text:
+        received.append(ws.recv())
+    return received

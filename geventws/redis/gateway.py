@@ -161,7 +161,7 @@ class RedisGateway:
         """Take one of this process's clients out: it stays connected and may join again.
 
         What was queued for it is dropped (see
-        :meth:`~geventws.gateway.WebsocketClientGateway.remove_client`); the
+        :meth:`~geventws.WebsocketClientGateway.remove_client`); the
         last member here unsubscribes the channel.
         """
         self.local.remove_client(client)

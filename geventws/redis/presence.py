@@ -8,8 +8,8 @@ pushes the expiry of all its members forward, dropping entries that have
 expired.  So a process that dies stops counting within ``presence_ttl``, and
 a room whose processes all died disappears with its last expiry.
 
-Costs: :meth:`Presence.count` is one round trip, ``O(log N)`` in Redis for N
-members; :meth:`Presence.ids` one round trip, ``O(log N + N)``; a join or a
+Costs: ``Presence.count()`` is one round trip, ``O(log N)`` in Redis for N
+members; ``Presence.ids()`` one round trip, ``O(log N + N)``; a join or a
 leave one round trip; a refresh one round trip per room with local members
 every ``presence_ttl / 3`` seconds.  Redis's own clock scores the entries,
 so the processes' clocks need not agree.

@@ -15,6 +15,7 @@ import gevent
 import redis as redis_py
 from gevent.event import Event
 from gevent.lock import Semaphore
+from redis.exceptions import MovedError
 
 from .connection import RECONNECT_BACKOFF, RECONNECT_BACKOFF_CAP
 from .health import Health
@@ -48,9 +49,11 @@ class Publisher:
         health: Health,
         command: str = "PUBLISH",
         connected: Callable[[], None] | None = None,
+        moved: Callable[[], None] | None = None,
     ) -> None:
         self._client = client
         self._connected = connected  # called on each (re)connect
+        self._moved = moved  # called when a cluster answers MOVED: the slot lives elsewhere now
         self._command = command  # SPUBLISH on a cluster
         self._health = health
         self._connection: Any = None
@@ -136,9 +139,11 @@ class Publisher:
         while self._in_flight:
             try:
                 self._connection.read_response()
-            except redis_py.ResponseError as error:  # refused (e.g. ACL): the connection is fine
+            except redis_py.ResponseError as error:  # refused (e.g. ACL, MOVED): the connection is fine
                 health.counters["dropped"] += 1
                 health.log_fault("publish refused", "Redis at %s refused a publish: %s", health.name, error)
+                if isinstance(error, MovedError) and self._moved is not None:
+                    self._moved()
             except (redis_py.RedisError, OSError) as error:
                 self._fail(error, 0)
                 return

@@ -7,7 +7,8 @@ again after each reconnect, with backoff; each message goes to the
 ``receive`` callback.  A subscription is confirmed by Redis before its
 :class:`~gevent.event.Event` is set.  On a cluster, Redis may end a
 subscription itself (its slot moved to another shard): ``moved`` is called
-for that channel.
+for that channel; when the connection fails, ``lost`` is (a cluster may have
+promoted a replica elsewhere).
 """
 
 from __future__ import annotations
@@ -43,17 +44,25 @@ class Shard:
         receive: Callable[[str, bytes], None],
         connected: Callable[[Shard], None],
         moved: Callable[[Shard, str], None],
+        lost: Callable[[Shard], None] | None = None,
     ) -> None:
         self.client = client
         self.name = health.name
         self.sharded = sharded
         self.health = health
-        self.publisher = Publisher(client, self.health, "SPUBLISH" if sharded else "PUBLISH", lambda: connected(self))
+        self.publisher = Publisher(
+            client,
+            self.health,
+            "SPUBLISH" if sharded else "PUBLISH",
+            lambda: connected(self),
+            (lambda: lost(self)) if lost is not None else None,  # a MOVED answer: learn the slots again
+        )
         #: The channels to be subscribed, each with its event: set while the subscription is confirmed.
         self.channels: dict[str, Event] = {}
         self._receive = receive
         self._connected = connected
         self._moved = moved
+        self._lost = lost
         self._pubsub: Any = None
         self._unsubscribing: dict[str, int] = {}  # our own unsubscribes awaiting their confirmation
         self._wanted = Event()  # set while there are channels: no subscriber connection without them
@@ -87,6 +96,8 @@ class Shard:
     def _run(self) -> None:
         delay = RECONNECT_BACKOFF
         while True:
+            if not self.channels:
+                self._wanted.clear()  # subscribe() sets it again
             self._wanted.wait()
             try:
                 pubsub = self.client.pubsub()  # type: ignore[no-untyped-call]
@@ -106,6 +117,8 @@ class Shard:
             except (redis_py.RedisError, OSError) as error:
                 self.health.lost(error)
                 self.publisher.disconnect()  # it would only notice at its next publish, and lose that
+                if self._lost is not None:
+                    self._lost(self)
             except Exception:  # a bug must not end delivery for the process: log it, reconnect
                 logger.exception("The Redis subscriber of %s failed; reconnecting", self.name)
             finally:

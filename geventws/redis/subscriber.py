@@ -85,6 +85,7 @@ class SharedSubscriber:
         self.nodes = NodeClaim(topology.keys, self.health)
         self.claimed = Event()
         self.echoes = Echoes()  # broadcasts with history, until Redis sends them back
+        self._last_refresh = 0.0
         self._wake = Event()
         self._keeper = gevent.spawn(self._keep)
 
@@ -95,7 +96,13 @@ class SharedSubscriber:
             client = self.topology.shard_client(name)
             health = Health(name) if self.topology.sharded else self.health  # one server: one loss, logged once
             shard = self.shards[name] = Shard(
-                client, health, self.topology.sharded, self._receive, self._shard_connected, self._moved
+                client,
+                health,
+                self.topology.sharded,
+                self._receive,
+                self._shard_connected,
+                self._moved,
+                self._shard_lost,
             )
         return shard
 
@@ -213,6 +220,29 @@ class SharedSubscriber:
     def _moved(self, shard: Shard, channel: str) -> None:
         """The cluster ended a subscription (its slot moved): learn the cluster again, subscribe on the new owner."""
         gevent.spawn(self._resubscribe, channel)
+
+    def _shard_lost(self, shard: Shard) -> None:
+        """A shard's connection failed: its echoes will not come back; on a cluster, follow moved slots."""
+        self.echoes.expire(self, everything=True)
+        if not self.topology.sharded:
+            return
+        now = time.monotonic()
+        if now - self._last_refresh < 1.0:
+            return  # once a second at most, however many shards fail
+        self._last_refresh = now
+        gevent.spawn(self._reroute, shard)
+
+    def _reroute(self, shard: Shard) -> None:
+        try:
+            self.topology.refresh()
+        except (redis_py.RedisError, OSError):
+            return  # the next failure tries again
+        for channel in list(shard.channels):
+            if self.topology.shard_of(channel) != shard.name and channel in self.members:
+                shard.channels.pop(channel, None)
+                self._where.pop(channel, None)
+                for gateway in self.members[channel][:1]:
+                    self.join(gateway)
 
     def _resubscribe(self, channel: str) -> None:
         try:

@@ -13,7 +13,7 @@ The URL (or the redis-py client) says which:
   (``SPUBLISH`` / ``SSUBSCRIBE``, Redis 7 or Valkey 7 and later).
 
 Every shard is one :class:`redis.Redis` client: the publisher and the
-subscriber connection of :mod:`.shard` are taken from its pool.  A URL that
+subscriber connection of a shard (``geventws.redis.shard``) are taken from its pool.  A URL that
 does not parse, an unknown scheme, or a cluster without sharded pub/sub
 raises :class:`ValueError` here, when the gateway is made.
 """
