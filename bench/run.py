@@ -101,6 +101,21 @@ EXTRA_SERVERS = [
         deflate=False,
         note="RedisGateway over 2 processes + valkey-server (those two on any core); CPU: the first process only",
     ),
+    # The same over three processes: one Redis, or a three-shard cluster with sharded pub/sub.
+    ServerSpec(
+        "geventws-redis3",
+        "geventws_redis.py",
+        ("--processes", "3"),
+        deflate=False,
+        note="RedisGateway over 3 processes + valkey-server; CPU: the first process only",
+    ),
+    ServerSpec(
+        "geventws-cluster3",
+        "geventws_redis.py",
+        ("--processes", "3", "--cluster"),
+        deflate=False,
+        note="RedisGateway over 3 processes + a 3-shard valkey cluster (sharded pub/sub); CPU: the first only",
+    ),
     ServerSpec(
         "geventws-metrics", "geventws_server.py", ("--metrics",), note="geventws with geventws.metrics recording"
     ),
