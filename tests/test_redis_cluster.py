@@ -270,3 +270,31 @@ def recv_until_text(ws, text):
     while not received or received[-1] != text:
         received.append(ws.recv())
     return received
+
+
+def test_room_history_on_a_cluster_kept_on_the_rooms_shard(cluster, tmp_path):
+    from test_redis_history import App as HistoryApp
+    from test_redis_history import read_until, say, texts
+
+    apps = [HistoryApp(cluster.url, tmp_path / f"history{index}.log") for index in range(2)]
+    observer = RedisCluster(host="127.0.0.1", port=cluster.nodes[0].port)
+    try:
+        alice, _ = apps[0].connect("kept")
+        bob, _ = apps[1].connect("kept")
+        say(alice, "before")
+        seen = read_until(bob, "before")[-1]
+        bob.close()
+        for index in range(5):
+            say(alice, f"missed {index}")
+        missed = read_until(alice, "missed 4")
+        bob, replayed = apps[0].connect("kept", since=seen["offset"])  # back, on the other process
+        assert replayed == missed[-5:] and texts(replayed) == [f"missed {index}" for index in range(5)]
+        say(alice, "live")
+        assert read_until(bob, "live")[-1]["text"] == "live"
+        assert observer.keyslot("geventws:{history:kept}:history") == observer.keyslot("history:kept")
+        assert observer.xlen("geventws:{history:kept}:history") == 7
+        close_all(alice, bob)
+    finally:
+        for app in apps:
+            app.stop()
+        observer.close()
