@@ -1,7 +1,9 @@
 """The state of one Redis as this process sees it, shared by its publisher and its subscriber.
 
 Either connection may notice that Redis is gone or back; the loss and the
-return are logged once each, and faults of one kind (a garbled message, a
+return are logged once each (a return counts once it has held for
+:data:`SETTLE` seconds: a Sentinel failover, which drops the clients of the
+promoted replica once more, is one outage), and faults of one kind (a garbled message, a
 refused command) once per process, so an outage or a noisy publisher cannot
 flood the log.
 """
@@ -11,7 +13,12 @@ from __future__ import annotations
 import logging
 import time
 
+import gevent
+
 logger = logging.getLogger("geventws.redis")
+
+#: Seconds a return must hold before it is logged and counted; a loss within them continues the outage.
+SETTLE = 3.0
 
 
 class Health:
@@ -23,11 +30,18 @@ class Health:
         self.connected = False
         self.last_error: BaseException | None = None
         self._lost_at = 0.0
+        self._back_at = 0.0
+        self._settling: gevent.Greenlet[[], None] | None = None
         self._faults_logged: set[str] = set()
 
     def lost(self, error: BaseException) -> None:
         """Either connection failed: log the loss once (until :meth:`recovered`)."""
         self.last_error = error
+        if self._settling is not None:  # lost again before the return held: the same outage
+            self._settling.kill(block=False)
+            self._settling = None
+            self.connected = False
+            return
         if self.connected or not self._lost_at:
             logger.warning(
                 "%s Redis at %s (%s): local delivery goes on, messages to other processes are dropped until it returns",
@@ -39,16 +53,21 @@ class Health:
         self.connected = False
 
     def recovered(self) -> None:
-        """Redis answers again: log it once."""
-        if self._lost_at and not self.connected:
-            logger.warning(
-                "Redis at %s is back after %.1f s (%d publishes dropped so far)",
-                self.name,
-                time.monotonic() - self._lost_at,
-                self.counters["dropped"],
-            )
-            self.counters["reconnects"] += 1
+        """Redis answers again: log it once, when it has held for :data:`SETTLE` seconds."""
+        if self._lost_at and not self.connected and self._settling is None:
+            self._back_at = time.monotonic()
+            self._settling = gevent.spawn_later(SETTLE, self._settled)
         self.connected = True
+
+    def _settled(self) -> None:
+        self._settling = None
+        logger.warning(
+            "Redis at %s is back after %.1f s (%d publishes dropped so far)",
+            self.name,
+            self._back_at - self._lost_at,
+            self.counters["dropped"],
+        )
+        self.counters["reconnects"] += 1
 
     def log_fault(self, kind: str, message: str, *args: object) -> None:
         """Log a fault the first time one of its ``kind`` happens."""
