@@ -153,3 +153,14 @@ def test_counts_and_ids_span_processes_and_fall_when_a_process_dies(redis_server
     finally:
         for app in apps:
             app.stop()
+
+
+def test_a_broadcast_with_history_from_a_process_without_members_resolves_at_once(redis_server):
+    from geventws.redis import RedisGateway
+
+    with RedisGateway(redis_server.url, "history-publisher", history=10) as gateway:
+        observer = redis.Redis.from_url(redis_server.url)
+        result = gateway.broadcast_text("kept").wait(1)  # no member here: nothing to wait for
+        assert result.successes == [] and result.errors == {}
+        wait_for(lambda: observer.xlen("geventws:{history-publisher}:history") == 1, 5)  # kept all the same
+        observer.close()

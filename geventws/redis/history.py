@@ -133,6 +133,9 @@ class Echoes:
         if not sent:  # dropped (and counted) by the publisher
             del self._pending[ref]
             return self._deliver_unkept(shared, gateway, data, exclude)
+        if not gateway._client_ids:  # no member here, so no subscription: the echo will not come
+            del self._pending[ref]
+            return SendResult(0)
         return result
 
     def arrived(self, shared: SharedSubscriber, channel: str, envelope: Envelope) -> None:
