@@ -2,7 +2,8 @@
 
 The broadcast chat example runs as users run it (its own process on port 1337)
 and two browser tabs chat through it; an in-process test server echoes a
-1 MiB binary message back to a page script.
+1 MiB binary message back to a page script, and an 8 MiB one compressed
+under a 16 MiB ``message_size_limit``.
 
 Without a browser these tests are skipped, with the reason in pytest's summary;
 ``GEVENTWS_REQUIRE_BROWSER=1`` (set by ``.ci/run``) turns that skip into a failure.
@@ -161,8 +162,9 @@ ws.onmessage = async (event) => {
 
 @pytest.fixture
 def echo_page(serve: Callable[..., Running]) -> tuple[Running, list[str]]:
-    """A test server: ``/`` serves an empty page, ``/plain`` and ``/deflate`` echo;
-    the SHA-256 of each message the server received is recorded."""
+    """A test server: ``/`` serves an empty page, ``/plain``, ``/deflate`` and
+    ``/deflate-16mib`` (``message_size_limit`` 16 MiB) echo; the SHA-256 of each
+    message the server received is recorded."""
     received: list[str] = []
 
     def echo(client: geventws.WebsocketClient, request: Any, response: Any) -> None:
@@ -182,21 +184,35 @@ def echo_page(serve: Callable[..., Running]) -> tuple[Running, list[str]]:
         router.add_route("GET", "/plain", geventws.Websocket(server, None, None, echo))
         deflate = geventws.Websocket(server, None, None, echo, compression_factory=geventws.Rfc7692CompressionFactory())
         router.add_route("GET", "/deflate", deflate)
+        limits = geventws.Rfc6455ClientFactory(
+            message_size_limit=16 * 2**20, frame_size_limit=16 * 2**20, rate_limit=None
+        )
+        compression = geventws.Rfc7692CompressionFactory()
+        large = geventws.Websocket(server, None, None, echo, compression_factory=compression, client_factory=limits)
+        router.add_route("GET", "/deflate-16mib", large)
         router.set_fallback(page)
         return router
 
     return serve(app), received
 
 
-@pytest.mark.parametrize(("path", "extensions"), [("/plain", ""), ("/deflate", "permessage-deflate")])
-def test_a_1_mib_binary_message_round_trips_from_a_page(browser, echo_page, path, extensions):
+@pytest.mark.parametrize(
+    ("path", "size", "extensions"),
+    [
+        ("/plain", 2**20, ""),
+        ("/deflate", 2**20, "permessage-deflate"),
+        # Over the 1 MiB compressed default: the message limit given holds for compressed messages too.
+        ("/deflate-16mib", 8 * 2**20, "permessage-deflate"),
+    ],
+)
+def test_a_large_binary_message_round_trips_from_a_page(browser, echo_page, path, size, extensions):
     running, received = echo_page
     browser.get(running.http_url + "/")
 
-    result = browser.execute_async_script(ROUND_TRIP_SCRIPT, path, 1024 * 1024)
+    result = browser.execute_async_script(ROUND_TRIP_SCRIPT, path, size)
 
     assert "error" not in result, result["error"]
-    assert result["length"] == 1024 * 1024
+    assert result["length"] == size
     assert result["same"] is True
     assert received == [result["sha256"]]
     assert result["extensions"].startswith(extensions)

@@ -20,8 +20,8 @@ from geventws.protocol.limits import MessageLimits
 from geventws.protocol.wsproto_engine import WsprotoEngine
 
 
-def make(kind, limit=1 << 20, frame_limit=None, text_only=False, split=1024, compression=None):
-    limits = MessageLimits(limit, frame_limit or limit, text_only)
+def make(kind, limit=1 << 20, frame_limit=None, text_only=False, split=1024, compression=None, compressed_limit=None):
+    limits = MessageLimits(limit, frame_limit or limit, text_only, compressed_limit)
     if kind == "lean":
         return LeanEngine(limits, split, compression.codec() if compression else None)
     extensions = [compression.wsproto_extension()] if compression else []
@@ -217,6 +217,56 @@ def test_a_compression_bomb_fails_with_1009(kind):
     compressor = zlib.compressobj(9, zlib.DEFLATED, -15)
     bomb = compressor.compress(bytes(64 << 20)) + compressor.flush(zlib.Z_SYNC_FLUSH)
     assert failure_code(engine, masked_frame(0x2, bomb[:-4], rsv=0x40)) == 1009
+
+
+def deflated(data):
+    compressor = zlib.compressobj(9, zlib.DEFLATED, -15)
+    return (compressor.compress(data) + compressor.flush(zlib.Z_SYNC_FLUSH))[:-4]
+
+
+def failure_reason(engine, data):
+    events = engine.receive(data)
+    assert isinstance(events[-1], ProtocolFailure), events
+    return events[-1].code, events[-1].reason
+
+
+def test_a_compressed_message_has_its_own_limit_and_an_uncompressed_one_the_message_limit(kind):
+    _, negotiated = Rfc7692CompressionFactory().negotiate("permessage-deflate")
+    engine = make(kind, limit=100_000, compressed_limit=10_000, compression=negotiated)
+    assert engine.receive(masked_frame(0x2, b"u" * 50_000))[0].payload == b"u" * 50_000
+    # A compressed message within its limit, in fragments: only the first frame carries RSV1.
+    payload = deflated(b"c" * 9_000)
+    fragments = [masked_frame(0x2, payload[:3], fin=False, rsv=0x40), masked_frame(0x0, payload[3:])]
+    events = [event for fragment in fragments for event in engine.receive(fragment)]
+    assert b"".join(event.payload for event in events) == b"c" * 9_000
+    assert failure_reason(engine, masked_frame(0x2, deflated(b"c" * 10_001), rsv=0x40)) == (
+        1009,
+        "Message inflates beyond the limit of 10000 bytes (compressed_message_size_limit)",
+    )
+
+
+@pytest.mark.parametrize("compressed_limit", [None, 200_000])
+def test_a_compressed_message_never_gets_more_than_the_message_limit(kind, compressed_limit):
+    _, negotiated = Rfc7692CompressionFactory().negotiate("permessage-deflate")
+    engine = make(kind, limit=100_000, compressed_limit=compressed_limit, compression=negotiated)
+    assert failure_reason(engine, masked_frame(0x1, deflated(b"c" * 100_001), rsv=0x40)) == (
+        1009,
+        "Message inflates beyond the limit of 100000 bytes (message_size_limit)",
+    )
+
+
+def test_each_1009_names_the_setting_that_refused(kind):
+    engine = make(kind, limit=100_000, frame_limit=60_000)
+    assert failure_reason(engine, masked_frame(0x2, b"a" * 60_001)) == (
+        1009,
+        "Frame of 60001 bytes exceeds the limit of 60000 bytes (frame_size_limit)",
+    )
+    engine = make(kind, limit=100_000, frame_limit=60_000)
+    engine.receive(masked_frame(0x2, b"a" * 60_000, fin=False))
+    assert failure_reason(engine, masked_frame(0x0, b"b" * 50_000, fin=False)) == (
+        1009,
+        "Message of 110000+ bytes exceeds the limit of 100000 bytes (message_size_limit)",
+    )
 
 
 # --------------------------------------------------------------- control frames

@@ -186,9 +186,7 @@ client_bytes = st.one_of(
 )
 def test_the_c_reader_matches_the_python_reader_event_for_event(data, cuts, limit, text_only, compression, whole):
     """Not only the same messages: the same events, chunk by chunk, the same answers and what is kept."""
-    readers = [
-        kind(limit, limit + 50, text_only, compression, whole) for kind in (FrameReader, PythonFrameReader)
-    ]
+    readers = [kind(limit, limit + 50, text_only, compression, whole) for kind in (FrameReader, PythonFrameReader)]
     for chunk in split(data, cuts):
         results = []
         for reader in readers:
@@ -201,7 +199,9 @@ def test_the_c_reader_matches_the_python_reader_event_for_event(data, cuts, limi
 def test_header_over_the_limit_fails_before_any_payload(reader):
     protocol = LeanEngine(MessageLimits(1000, 1000), 1024)
     events = protocol.receive(struct.pack("!BBQ", 0x82, 0xFF, 2**62) + b"mask")
-    assert events == [ProtocolFailure(1009, "Frame of 4611686018427387904 bytes exceeds the limit of 1000")]
+    assert events == [
+        ProtocolFailure(1009, "Frame of 4611686018427387904 bytes exceeds the limit of 1000 bytes (frame_size_limit)")
+    ]
 
 
 def test_outgoing_frames_parse_back(reader):

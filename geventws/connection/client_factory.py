@@ -29,11 +29,11 @@ class _Default(enum.Enum):
 #: Stands for "the documented default" where ``None`` means "off".
 DEFAULT: Literal[_Default.TOKEN] = _Default.TOKEN
 
-#: 1 MiB, websockets' ``max_size``: the message limit of a connection that
-#: negotiated compression.  A message's size on the wire says nothing about its
-#: size in memory there (deflate reaches about 1000:1, so 10 KiB can inflate
-#: to 10 MiB); at 1 MiB a few KiB on the wire pin at most one mebibyte of
-#: message per connection.
+#: 1 MiB, websockets' ``max_size``: the limit of a compressed message, once
+#: inflated, when no message limit was chosen.  A compressed message's size on
+#: the wire says nothing about its size in memory (deflate reaches about
+#: 1000:1, so 10 KiB can inflate to 10 MiB); at 1 MiB a few KiB on the wire
+#: pin at most one mebibyte of message per connection.
 DEFAULT_COMPRESSED_MESSAGE_SIZE_LIMIT = 1024 * 1024
 
 
@@ -72,11 +72,12 @@ class Rfc6455ClientFactory:
     libraries send a whole message as one frame, so a smaller frame limit would
     refuse messages the message limit allows.
 
-    ``compressed_message_size_limit`` (1 MiB) replaces ``message_size_limit``
-    when it is lower on connections that negotiated permessage-deflate, where
-    the inflated size is what counts and a few KiB on the wire can claim
-    megabytes: raise it with the message limit if compressed messages may be
-    larger.
+    ``message_size_limit`` given alone holds for every message, compressed or
+    not.  Given nothing, a connection that negotiated permessage-deflate
+    allows compressed messages only ``compressed_message_size_limit`` (1 MiB)
+    once inflated, where a few KiB on the wire can claim megabytes; pass it to
+    choose that limit yourself (``None``: the message limit).  A 1009 reason
+    names the setting that refused the message.
     """
 
     def __init__(
@@ -84,9 +85,9 @@ class Rfc6455ClientFactory:
         *,
         heartbeat: Heartbeat | None | Literal[_Default.TOKEN] = DEFAULT,
         rate_limit: RateLimit | None | Literal[_Default.TOKEN] = DEFAULT,
-        message_size_limit: int = DEFAULT_MESSAGE_SIZE_LIMIT,
+        message_size_limit: int | Literal[_Default.TOKEN] = DEFAULT,
         frame_size_limit: int | None = None,
-        compressed_message_size_limit: int = DEFAULT_COMPRESSED_MESSAGE_SIZE_LIMIT,
+        compressed_message_size_limit: int | None | Literal[_Default.TOKEN] = DEFAULT,
         text_only: bool = False,
         frame_split_threshold: int = DEFAULT_FRAME_SPLIT_THRESHOLD,
         close_period: float = DEFAULT_CLOSE_PERIOD,
@@ -94,9 +95,16 @@ class Rfc6455ClientFactory:
         engine: Literal["fast", "wsproto"] = "fast",
         write_timeout: float | None = DEFAULT_WRITE_TIMEOUT,
     ) -> None:
+        if compressed_message_size_limit is DEFAULT:
+            # The amplification defence applies unless the user chose a message limit.
+            compressed_message_size_limit = (
+                DEFAULT_COMPRESSED_MESSAGE_SIZE_LIMIT if message_size_limit is DEFAULT else None
+            )
+        if message_size_limit is DEFAULT:
+            message_size_limit = DEFAULT_MESSAGE_SIZE_LIMIT
         if (
             message_size_limit <= 0
-            or compressed_message_size_limit <= 0
+            or (compressed_message_size_limit is not None and compressed_message_size_limit <= 0)
             or (frame_size_limit is not None and frame_size_limit <= 0)
         ):
             raise ValueError("Size limits must be positive")
@@ -104,7 +112,8 @@ class Rfc6455ClientFactory:
         self.rate_limit: RateLimit | None = ConstantRateLimit() if rate_limit is DEFAULT else rate_limit
         self.message_size_limit = message_size_limit
         self.frame_size_limit = frame_size_limit if frame_size_limit is not None else message_size_limit
-        self.compressed_message_size_limit = compressed_message_size_limit
+        #: ``None``: compressed messages have the message limit.
+        self.compressed_message_size_limit: int | None = compressed_message_size_limit
         self.text_only = text_only
         self.frame_split_threshold = frame_split_threshold
         self.close_period = close_period
@@ -123,10 +132,9 @@ class Rfc6455ClientFactory:
         compression: NegotiatedDeflate | None,
     ) -> WebsocketClient:
         """A client for ``sock`` with this factory's limits and the negotiated ``compression``."""
-        message_size_limit = self.message_size_limit
-        if compression is not None:
-            message_size_limit = min(message_size_limit, self.compressed_message_size_limit)
-        limits = MessageLimits(message_size_limit, self.frame_size_limit, self.text_only)
+        limits = MessageLimits(
+            self.message_size_limit, self.frame_size_limit, self.text_only, self.compressed_message_size_limit
+        )
         engine: ProtocolEngine
         if self.engine == "wsproto":
             extensions = [compression.wsproto_extension()] if compression is not None else []

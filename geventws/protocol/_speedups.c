@@ -461,7 +461,7 @@ check_size(FrameReader *self, int opcode, uint64_t length, int rsv1, PyObject *e
         return fail_with(self, events, 1003, "Binary messages are not accepted");
     if (exceeds(length, self->frame_limit))
         return fail(self, events, 1009,
-                    PyUnicode_FromFormat("Frame of %llu bytes exceeds the limit of %S", (unsigned long long)length,
+                    PyUnicode_FromFormat("Frame of %llu bytes exceeds the limit of %S bytes (frame_size_limit)", (unsigned long long)length,
                                          self->frame_limit_obj));
     int compressed = opcode != OP_CONTINUATION ? rsv1 : self->compressed;
     if (!compressed) { /* compressed sizes are counted as they inflate */
@@ -470,7 +470,7 @@ check_size(FrameReader *self, int opcode, uint64_t length, int rsv1, PyObject *e
             size = UINT64_MAX;
         if (exceeds(size, self->message_limit))
             return fail(self, events, 1009,
-                        PyUnicode_FromFormat("Message of %llu+ bytes exceeds the limit of %S",
+                        PyUnicode_FromFormat("Message of %llu+ bytes exceeds the limit of %S bytes (message_size_limit)",
                                              (unsigned long long)size, self->message_limit_obj));
     }
     return 0;

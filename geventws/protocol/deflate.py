@@ -273,7 +273,7 @@ class BoundedPerMessageDeflate(PerMessageDeflate):
     """wsproto's permessage-deflate with a capped inflater, a threshold and zlib settings.
 
     wsproto inflates a frame with no output limit; here each call is capped at
-    what is left of the message size limit (plus one byte to detect the
+    what is left of the compressed message size limit (plus one byte to detect the
     overflow), so a small compressed frame cannot expand beyond the limit.
     """
 
@@ -302,7 +302,7 @@ class BoundedPerMessageDeflate(PerMessageDeflate):
         """How much one inflate call may output: what the message limit leaves, plus one to see an overflow."""
         limits = self._limits
         assert limits is not None, "bind_limits() is called when the connection is set up"
-        return max(0, limits.message_size_limit - limits.message_size) + 1
+        return max(0, limits.compressed_message_size_limit - limits.message_size) + 1
 
     def frame_inbound_header(
         self, proto: FrameDecoder | FrameProtocol, opcode: Opcode, rsv: RsvBits, payload_length: int
@@ -353,7 +353,7 @@ class BoundedPerMessageDeflate(PerMessageDeflate):
 
     def _too_big(self) -> CloseReason:
         assert self._limits is not None
-        self._limits.violation = f"Message inflates beyond the limit of {self._limits.message_size_limit} bytes"
+        self._limits.violation = self._limits.inflated_too_big()
         return CloseReason.MESSAGE_TOO_BIG
 
     def _invalid(self, error: zlib.error) -> CloseReason:

@@ -175,6 +175,7 @@ class LeanEngine(AnswerQueue):
     __slots__ = (
         "message_size_limit",
         "frame_split_threshold",
+        "_limits",
         "_state",
         "_remote_closed",
         "_reader",
@@ -195,6 +196,7 @@ class LeanEngine(AnswerQueue):
         defer_failure_close: bool = False,
     ) -> None:
         self.message_size_limit = limits.message_size_limit
+        self._limits = limits
         self.frame_split_threshold = frame_split_threshold
         super().__init__(defer_failure_close)
         self._state = EngineState.OPEN
@@ -295,9 +297,9 @@ class LeanEngine(AnswerQueue):
         return data
 
     def _inflate(self, chunk: bytes, message_finished: bool) -> bytes:
-        """Inflate, never past the message limit: the output is capped, not checked afterwards."""
+        """Inflate, never past the compressed message limit: the output is capped, not checked afterwards."""
         assert self._deflate is not None
-        limit = self.message_size_limit
+        limit = self._limits.compressed_message_size_limit
         try:
             output = self._deflate.inflate(chunk, limit - self._inflated + 1)
             self._inflated += len(output)
@@ -310,7 +312,7 @@ class LeanEngine(AnswerQueue):
         except zlib.error as error:
             raise _Failure(1007, f"Invalid compressed data: {error}") from error
         if self._inflated > limit:
-            raise _Failure(1009, f"Message inflates beyond the limit of {limit} bytes")
+            raise _Failure(1009, self._limits.inflated_too_big())
         return output
 
     # --------------------------------------------------------------- sending

@@ -7,6 +7,11 @@ frame's header (opcode, payload length) before it reads the payload, and with
 each chunk of payload after any decompression.  :class:`MessageLimits` is such an
 extension: it never negotiates anything and uses no RSV bit, it only refuses.
 Placed after permessage-deflate in the extension list it sees inflated sizes.
+
+A compressed message has a limit of its own (``compressed_message_size_limit``,
+the message limit when not given): its size on the wire says nothing about
+its size in memory.  Each 1009 reason names the setting that refused it, so a
+peer's close and the log say which option to raise.
 """
 
 from __future__ import annotations
@@ -26,13 +31,27 @@ class MessageLimits(Extension):
 
     name = "geventws-limits"
 
-    def __init__(self, message_size_limit: int, frame_size_limit: int, text_only: bool = False) -> None:
+    def __init__(
+        self,
+        message_size_limit: int,
+        frame_size_limit: int,
+        text_only: bool = False,
+        compressed_message_size_limit: int | None = None,
+    ) -> None:
         self.message_size_limit = message_size_limit
         self.frame_size_limit = frame_size_limit
         self.text_only = text_only
+        #: The inflated size allowed to a compressed message: the lower of the two limits.
+        self.compressed_message_size_limit = message_size_limit
+        #: The setting that limit comes from, named in the reason of a 1009.
+        self.compressed_limit_name = "message_size_limit"
+        if compressed_message_size_limit is not None and compressed_message_size_limit < message_size_limit:
+            self.compressed_message_size_limit = compressed_message_size_limit
+            self.compressed_limit_name = "compressed_message_size_limit"
         #: Bytes of the current message so far (after decompression).
         self.message_size = 0
         self._in_control_frame = False
+        self._compressed = False  # the current message arrives compressed (wsproto engine)
         #: Why the last frame was refused, for the close reason.
         self.violation = ""
 
@@ -53,30 +72,51 @@ class MessageLimits(Extension):
             return _NO_RSV  # wsproto already caps control frames at 125 bytes
         if opcode is not Opcode.CONTINUATION:
             self.message_size = 0
+            self._compressed = rsv.rsv1  # extensions all see the frame's own RSV bits
             if self.text_only and opcode is Opcode.BINARY:
                 self.violation = "Binary messages are not accepted"
                 return CloseReason.UNSUPPORTED_DATA
         if payload_length > self.frame_size_limit:
-            self.violation = f"Frame of {payload_length} bytes exceeds the limit of {self.frame_size_limit}"
+            self.violation = frame_too_big(payload_length, self.frame_size_limit)
             return CloseReason.MESSAGE_TOO_BIG
-        if not rsv.rsv1 and self.message_size + payload_length > self.message_size_limit:
+        if not self._compressed and self.message_size + payload_length > self.message_size_limit:
             # Uncompressed: the header alone proves the message is too large.
-            return self._too_big(self.message_size + payload_length)
+            self.violation = message_too_big(self.message_size + payload_length, self.message_size_limit)
+            return CloseReason.MESSAGE_TOO_BIG
         return _NO_RSV
 
     def frame_inbound_payload_data(self, proto: FrameDecoder | FrameProtocol, data: bytes) -> bytes | CloseReason:
-        """wsproto hook: count the (inflated) payload against the message limit."""
+        """wsproto hook: count the (inflated) payload against the message's limit."""
         if self._in_control_frame:
             return data
         self.message_size += len(data)
-        if self.message_size > self.message_size_limit:
-            return self._too_big(self.message_size)
+        if self.message_size > self.current_limit():
+            self.violation = self.inflated_too_big() if self._compressed else self._uncompressed_too_big()
+            return CloseReason.MESSAGE_TOO_BIG
         return data
 
     def frame_inbound_complete(self, proto: FrameDecoder | FrameProtocol, fin: bool) -> None:
         """wsproto hook: nothing to add at the end of a frame."""
         return None
 
-    def _too_big(self, size: int) -> CloseReason:
-        self.violation = f"Message of {size}+ bytes exceeds the limit of {self.message_size_limit}"
-        return CloseReason.MESSAGE_TOO_BIG
+    def current_limit(self) -> int:
+        """The limit of the message arriving: compressed or not."""
+        return self.compressed_message_size_limit if self._compressed else self.message_size_limit
+
+    def inflated_too_big(self) -> str:
+        """The reason of a 1009 for a compressed message that inflates past its limit."""
+        limit, name = self.compressed_message_size_limit, self.compressed_limit_name
+        return f"Message inflates beyond the limit of {limit} bytes ({name})"
+
+    def _uncompressed_too_big(self) -> str:
+        return message_too_big(self.message_size, self.message_size_limit)
+
+
+def frame_too_big(length: int, limit: int) -> str:
+    """The reason of a 1009 for a frame header announcing more than ``frame_size_limit``."""
+    return f"Frame of {length} bytes exceeds the limit of {limit} bytes (frame_size_limit)"
+
+
+def message_too_big(size: int, limit: int) -> str:
+    """The reason of a 1009 for an uncompressed message growing past ``message_size_limit``."""
+    return f"Message of {size}+ bytes exceeds the limit of {limit} bytes (message_size_limit)"

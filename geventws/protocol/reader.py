@@ -34,6 +34,7 @@ from collections.abc import Callable
 from typing import NamedTuple, Protocol, Union
 
 from .events import Data, Event, Ping, Pong, ProtocolFailure
+from .limits import frame_too_big, message_too_big
 from .masking import apply_mask
 from .speedups import speedups
 
@@ -247,12 +248,12 @@ class PythonFrameReader:
         if opcode == _BINARY and self.text_only:
             raise _Failure(1003, "Binary messages are not accepted")
         if length > self.frame_size_limit:
-            raise _Failure(1009, f"Frame of {length} bytes exceeds the limit of {self.frame_size_limit}")
+            raise _Failure(1009, frame_too_big(length, self.frame_size_limit))
         compressed = rsv1 if opcode != _CONTINUATION else self._compressed
         if not compressed:  # compressed sizes are counted as they inflate
             size = (self._size if opcode == _CONTINUATION else 0) + length
             if size > self.message_size_limit:
-                raise _Failure(1009, f"Message of {size}+ bytes exceeds the limit of {self.message_size_limit}")
+                raise _Failure(1009, message_too_big(size, self.message_size_limit))
 
     def _start_data_frame(self, opcode: int, fin: bool, length: int, compressed: bool) -> None:
         if opcode == _CONTINUATION:
