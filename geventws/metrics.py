@@ -189,7 +189,7 @@ class WebsocketMetrics(Collector):
             labels=["code", "side"],
         )
         for (code, side), count in sorted(self._closes.items()):
-            closes.add_metric([str(code), side], count)
+            closes.add_metric([str(int(code)), side], count)  # int(): str() of an IntEnum is its name before 3.11
         yield closes
 
         yield CounterMetricFamily(

@@ -1,7 +1,6 @@
 """The broadcast chat example, run as users run it: a separate process on port 1337."""
 
 import signal
-import time
 import urllib.request
 
 import pytest
@@ -20,9 +19,14 @@ def test_broadcast_example_serves_the_page_and_relays_messages(example):
         page = reply.read().decode()
     assert "/broadcast" in page and "<form" in page
     origin = "http://127.0.0.1:1337"
+    # The handler joins the gateway after the 101: a client that sees its own message back has joined.
     alice = websocket.create_connection("ws://127.0.0.1:1337/broadcast", origin=origin, timeout=5)
+    alice.send("alice joins")
+    assert alice.recv().endswith(": alice joins")
     bob = websocket.create_connection("ws://127.0.0.1:1337/broadcast", origin=origin, timeout=5)
-    time.sleep(0.2)  # both have joined the gateway
+    bob.send("bob joins")
+    assert bob.recv().endswith(": bob joins")
+    assert alice.recv().endswith(": bob joins")
     alice.send("hello from alice")
     seen_by_alice, seen_by_bob = alice.recv(), bob.recv()
     assert seen_by_alice == seen_by_bob

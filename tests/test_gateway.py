@@ -9,6 +9,7 @@ import gevent
 import psutil
 import pytest
 from conftest import close_code, factory, handshake_request
+from gevent.event import Event
 
 import geventws
 from geventws import SlowConsumerError, SlowConsumerPolicy, UnknownClientError, WebsocketClientGateway
@@ -19,9 +20,9 @@ def gateway_app(gateway, joined=None):
 
     def handler(client, request, response):
         gateway.add_client(client)
-        client.send_text(f"id:{client.id}")
         if joined is not None:
             joined.append(client)
+        client.send_text(f"id:{client.id}")
         for message in client:
             if str(message) == "close":
                 client.close(4000, "asked to")
@@ -79,15 +80,18 @@ def test_exclude_multicast_and_send_to_one_id_keep_per_client_order(serve):
 
 def test_clients_leave_the_gateway_when_either_side_closes(serve):
     gateway = WebsocketClientGateway()
-    running = serve(gateway_app(gateway))
+    joined = []
+    running = serve(gateway_app(gateway, joined))
     (a_id, a), (b_id, b), (c_id, c) = join(running, 3)
+    # Close callbacks run in the order they were added: once ours ran, the gateway's had.
+    left = {client.id: Event() for client in joined}
+    for client in joined:
+        client.on_close(lambda closed, info: left[closed.id].set())
     a.close()
     b.send("close")  # the server closes b
     opcode, frame = b.recv_data_frame(control_frame=True)
     assert close_code(frame.data) == 4000
-    deadline = time.monotonic() + 5
-    while len(gateway.get_clients()) > 1 and time.monotonic() < deadline:
-        gevent.sleep(0.01)
+    assert left[a_id].wait(5) and left[b_id].wait(5)
     assert list(gateway.get_clients()) == [c_id]
     result = gateway.broadcast_text("only c").wait(5)
     assert result.successes == [c_id]

@@ -10,6 +10,7 @@ import gevent
 import pytest
 import websocket
 from conftest import Running, factory
+from gevent.event import Event
 from prometheus_client import CollectorRegistry
 from prometheus_client.parser import text_string_to_metric_families
 
@@ -29,6 +30,8 @@ class Session:
     gateway: geventws.WebsocketClientGateway
     server_clients: list[geventws.WebsocketClient] = field(default_factory=list)
     results: list[geventws.SendResult] = field(default_factory=list)
+    #: Set once each server client's close callbacks ran, the metrics' and the gateway's included.
+    accounted: dict[int, Event] = field(default_factory=dict)
 
     def connect(self, **options: Any) -> websocket.WebSocket:
         return self.running.connect("/chat", origin=ORIGIN, **options)
@@ -45,8 +48,14 @@ class Session:
         }
 
     def wait_all_closed(self) -> None:
+        """Wait until every server client is closed and its close is counted.
+
+        ``wait_closed()`` returns once the socket is released, and close
+        callbacks (the metrics' among them) may run later, in a greenlet of
+        their own: the test waits for a callback registered after theirs.
+        """
         for client in self.server_clients:
-            assert client.wait_closed(10), client
+            assert self.accounted[client.id].wait(10), client
 
 
 def start_session(serve: Callable[..., Running], policy: geventws.SlowConsumerPolicy) -> Session:
@@ -59,6 +68,8 @@ def start_session(serve: Callable[..., Running], policy: geventws.SlowConsumerPo
 
     def chat(client: geventws.WebsocketClient, request: Any, response: Any) -> None:
         gateway.add_client(client)
+        # Close callbacks run in the order they were added: the metrics' (on_client) and the gateway's come first.
+        client.on_close(lambda closed, info: session_box[0].accounted[closed.id].set())
         for message in client:
             text = str(message)
             if text == "raise":
@@ -69,6 +80,10 @@ def start_session(serve: Callable[..., Running], policy: geventws.SlowConsumerPo
                 gateway.send_text("queued", client.id).wait(10)
             else:
                 gateway.send_text(text, client.id).wait(10)
+
+    def track(client: geventws.WebsocketClient) -> None:
+        session_box[0].server_clients.append(client)
+        session_box[0].accounted[client.id] = Event()
 
     @factory
     def app(server: geventws.Server) -> geventws.Router:
@@ -82,7 +97,7 @@ def start_session(serve: Callable[..., Running], policy: geventws.SlowConsumerPo
             chat,
             client_factory=client_factory,
         )
-        endpoint.on_client(lambda client: session_box[0].server_clients.append(client))
+        endpoint.on_client(track)
         router = geventws.Router()
         router.add_route("GET", "/chat", metrics.instrument(endpoint))
         router.add_route("GET", "/metrics", metrics.wsgi_app())

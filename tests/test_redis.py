@@ -525,9 +525,11 @@ def test_the_chat_under_gunicorn_with_four_workers_reaches_every_worker(redis_se
 
     monkeypatch.setenv("REDIS_URL", redis_server.url)
     example = Path(__file__).parent.parent / "examples" / "broadcast_redis"
-    with gunicorn(tmp_path, "-k", "geventws.gunicorn.Worker", "-w", "4", app="wsgi:app", chdir=example) as served:
-        # Every worker accepting: a worker still booting takes no connection, and under load the
-        # first one ready could take them all.
+    # Four connections fill a worker (--worker-connections): the fifth must go to another one,
+    # whichever worker the kernel wakes first.
+    options = ("-k", "geventws.gunicorn.Worker", "-w", "4", "--worker-connections", "4")
+    with gunicorn(tmp_path, *options, app="wsgi:app", chdir=example) as served:
+        # Every worker accepting: a worker still booting takes no connection.
         wait_for_workers(served, 4)
 
         def connect():
@@ -535,8 +537,8 @@ def test_the_chat_under_gunicorn_with_four_workers_reaches_every_worker(redis_se
             return websocket.create_connection(url, origin="http://127.0.0.1:8000", timeout=10)
 
         chatters, workers = [], set()
-        while len(workers) < 2 and len(chatters) < 60:  # the kernel picks the worker: connect until two served
-            batch = gevent.joinall([gevent.spawn(connect) for _ in range(6)], raise_error=True)
+        while len(workers) < 2 and len(chatters) < 16:  # connect until two workers served
+            batch = gevent.joinall([gevent.spawn(connect) for _ in range(4)], raise_error=True)
             for greenlet in batch:  # each joins its worker's gateway before it speaks
                 ws, index = greenlet.value, len(chatters)
                 chatters.append(ws)
