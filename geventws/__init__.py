@@ -16,6 +16,7 @@ __version__ = "0.2.0.dev0"
 _EXPORTS = {
     "AllowOriginAcceptor": "http.acceptor",
     "Rfc6455Acceptor": "http.acceptor",
+    "SameOriginAcceptor": "http.acceptor",
     "WebsocketAcceptor": "http.acceptor",
     "TlsInfo": "connection.peer",
     "WebsocketClient": "connection.client",
@@ -65,6 +66,7 @@ __all__ = [
     "MessageBufferLimitError",
     "PeriodicHeartbeat",
     "Rfc6455Acceptor",
+    "SameOriginAcceptor",
     "Rfc6455ClientFactory",
     "Rfc7692CompressionFactory",
     "Router",
@@ -121,7 +123,7 @@ if TYPE_CHECKING:  # for type checkers and IDEs: the same names, imported eagerl
         WebsocketGateway,
     )
     from .history import HistoryGap
-    from .http.acceptor import AllowOriginAcceptor, Rfc6455Acceptor, WebsocketAcceptor
+    from .http.acceptor import AllowOriginAcceptor, Rfc6455Acceptor, SameOriginAcceptor, WebsocketAcceptor
     from .http.client_handler import WebsocketClientHandler
     from .http.document_root import DocumentRoot
     from .http.endpoint import CompressionFactory, Websocket

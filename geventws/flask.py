@@ -33,7 +33,7 @@ from werkzeug.wrappers import Request, Response
 
 from .connection.client import WebsocketClient
 from .connection.client_factory import Rfc6455ClientFactory, WebsocketClientFactory
-from .http.acceptor import AllowOriginAcceptor, Rfc6455Acceptor, SubprotocolSelector, WebsocketAcceptor
+from .http.acceptor import Rfc6455Acceptor, SameOriginAcceptor, SubprotocolSelector, WebsocketAcceptor
 from .http.endpoint import CompressionFactory, Websocket
 from .http.patching import warn_if_unpatched
 from .protocol.deflate import Rfc7692CompressionFactory
@@ -52,8 +52,10 @@ _logger = logging.getLogger("geventws.flask")
 class Websockets:
     """The Flask extension: registers WebSocket routes on apps and blueprints.
 
-    The keyword arguments are the defaults of every route: ``origins`` (allowed
-    ``Origin`` values: anything else gets 403), ``subprotocols`` (a preference
+    The keyword arguments are the defaults of every route: ``origins`` (other
+    sites whose pages may connect, ``"*"`` for any; by default only the app's
+    own pages and non-browser clients can, see
+    :class:`~geventws.SameOriginAcceptor`), ``subprotocols`` (a preference
     list or a selector), ``compression`` (``True`` for permessage-deflate with
     its defaults, or a :class:`~geventws.Rfc7692CompressionFactory`),
     ``client_factory`` (limits, heartbeat, rate limit) and ``acceptor`` (replaces
@@ -71,7 +73,7 @@ class Websockets:
         acceptor: WebsocketAcceptor | None = None,
         logger: logging.Logger | None = None,
     ) -> None:
-        self.origins = list(origins) if origins is not None else None
+        self.origins = ([origins] if isinstance(origins, str) else list(origins)) if origins is not None else None
         self.subprotocols = subprotocols
         self.compression = compression
         self.client_factory = client_factory
@@ -146,11 +148,10 @@ class Websockets:
     def _acceptor(self, origins: Iterable[str] | None, subprotocols: Subprotocols) -> WebsocketAcceptor:
         if origins is None and subprotocols is None and self.acceptor is not None:
             return self.acceptor
-        acceptor: WebsocketAcceptor = Rfc6455Acceptor(subprotocols if subprotocols is not None else self.subprotocols)
+        acceptor = Rfc6455Acceptor(subprotocols if subprotocols is not None else self.subprotocols)
         allowed = origins if origins is not None else self.origins
-        if allowed is not None:
-            acceptor = AllowOriginAcceptor(allowed, acceptor)
-        return acceptor
+        # Same origin by default: a route reads the session cookie, so another site's page must not connect.
+        return SameOriginAcceptor(acceptor, origins=allowed or (), logger=self.logger)
 
 
 def _add_rules(target: Scaffold, rule: str, endpoint: str, view: Callable[..., Any], options: dict[str, Any]) -> None:

@@ -216,3 +216,35 @@ def test_a_large_binary_message_round_trips_from_a_page(browser, echo_page, path
     assert result["same"] is True
     assert received == [result["sha256"]]
     assert result["extensions"].startswith(extensions)
+
+
+#: Opens a WebSocket to ``url`` and resolves with its first message, or with the close code if refused.
+FIRST_MESSAGE_SCRIPT = """
+const [url, done] = arguments;
+const ws = new WebSocket(url);
+ws.onmessage = (event) => { ws.onclose = null; ws.close(1000); done({message: event.data}); };
+ws.onclose = (event) => done({closed: event.code});
+"""
+
+
+def test_through_nginx_the_pages_own_origin_connects_and_another_sites_page_is_refused(
+    browser, serve, tmp_path, caplog
+):
+    """docs/deployment.rst's nginx block on a high port, in front of a Flask route with the default origin check."""
+    import logging
+
+    from nginx_server import nginx_proxy, proxied_app
+
+    caplog.set_level(logging.WARNING, logger="geventws.flask")
+    running = serve(proxied_app())
+    with nginx_proxy(tmp_path / "nginx", running.port) as port:
+        chat = f"ws://127.0.0.1:{port}/chat"
+        browser.get(f"http://127.0.0.1:{port}/")
+        assert browser.execute_async_script(FIRST_MESSAGE_SCRIPT, chat) == {
+            "message": f"http://127.0.0.1:{port} 127.0.0.1"
+        }
+        # Another origin: the same app reached on its own port is another site for the browser.
+        browser.get(f"{running.http_url}/")
+        assert browser.execute_async_script(FIRST_MESSAGE_SCRIPT, chat) == {"closed": 1006}
+    [refusal] = [record.getMessage() for record in caplog.records if record.name == "geventws.flask"]
+    assert f"Origin '{running.http_url}' is not this site's (http://127.0.0.1:{port})" in refusal

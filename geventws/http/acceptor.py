@@ -3,14 +3,16 @@
 An acceptor answers a werkzeug :class:`~werkzeug.wrappers.Request` with a
 :class:`~werkzeug.wrappers.Response`: a 101 accepts the upgrade, anything else
 is sent as an ordinary HTTP response and the connection is closed.  Acceptors
-compose: :class:`AllowOriginAcceptor` checks the origin, then asks the acceptor
-it wraps.
+compose: :class:`AllowOriginAcceptor` and :class:`SameOriginAcceptor` check the
+origin, then ask the acceptor they wrap.
 """
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable, Iterable, Sequence
 from typing import Protocol, Union
+from urllib.parse import urlsplit
 
 from werkzeug.sansio.utils import get_content_length
 from werkzeug.wrappers import Request, Response
@@ -18,7 +20,16 @@ from werkzeug.wrappers import Request, Response
 from ..protocol.handshake import accept_key, is_valid_key, split_tokens
 from .error_handler import DefaultErrorHandler, ErrorHandler
 
-__all__ = ["AllowOriginAcceptor", "Rfc6455Acceptor", "WebsocketAcceptor", "accept_key", "header_tokens"]
+__all__ = [
+    "AllowOriginAcceptor",
+    "Rfc6455Acceptor",
+    "SameOriginAcceptor",
+    "WebsocketAcceptor",
+    "accept_key",
+    "header_tokens",
+    "normalize_origin",
+    "request_origin",
+]
 
 _DEFAULT_CONTENT_TYPE = "text/plain; charset=utf-8"
 #: Chooses one of the offered subprotocols (or none) for a request.
@@ -161,5 +172,95 @@ class AllowOriginAcceptor:
         """403 "Origin forbidden" unless the ``Origin`` is allowed; otherwise the wrapped acceptor's answer."""
         origin = request.environ.get("HTTP_ORIGIN", "").strip().lower()
         if origin not in self._origins:
+            return self._error_handler.handle_error(403, "Origin forbidden", request)
+        return self._acceptor.handle_handshake(request)
+
+
+#: The port a scheme implies, dropped from origins so that ``http://a:80`` is ``http://a``.
+_DEFAULT_PORTS = {"http": 80, "https": 443}
+#: A WebSocket URL's scheme as the origin of the page that would use it.
+_HTTP_SCHEMES = {"http": "http", "https": "https", "ws": "http", "wss": "https"}
+
+_logger = logging.getLogger("geventws.acceptor")
+
+
+def normalize_origin(origin: str) -> str | None:
+    """``scheme://host[:port]`` in lower case without a default port, or ``None`` for no usable origin.
+
+    ``None`` for ``null`` (sandboxed frames, ``file:`` pages), for schemes other
+    than http(s), and for anything with a path, credentials or a bad port.
+    """
+    try:
+        parts = urlsplit(origin.strip())
+        port = parts.port
+    except ValueError:
+        return None
+    scheme = _HTTP_SCHEMES.get(parts.scheme.lower())
+    host = parts.hostname
+    if scheme is None or not host or parts.username is not None or parts.password is not None:
+        return None
+    if parts.path not in ("", "/") or parts.query or parts.fragment:
+        return None
+    if ":" in host:
+        host = f"[{host}]"  # an IPv6 address, as it is written in a URL
+    return f"{scheme}://{host}" if port is None or port == _DEFAULT_PORTS[scheme] else f"{scheme}://{host}:{port}"
+
+
+def request_origin(request: Request) -> str | None:
+    """The request's own origin as the application sees it: its scheme and ``Host``.
+
+    Behind a proxy that is what werkzeug's ``ProxyFix`` made of the
+    ``X-Forwarded-Proto`` and ``X-Forwarded-Host`` (and ``-Port``) headers.
+    """
+    return normalize_origin(f"{request.scheme}://{request.host}")
+
+
+class SameOriginAcceptor:
+    """Accepts a handshake from the request's own origin or without ``Origin``; 403 for every other origin.
+
+    A browser always sends ``Origin``; a page of the site itself sends the
+    site's origin, which is the handshake's own scheme and ``Host`` (see
+    :func:`~geventws.http.acceptor.request_origin`).  Any other origin is another site's page, which
+    would otherwise connect with the user's cookies (cross-site WebSocket
+    hijacking).  A handshake without ``Origin`` does not come from a browser
+    and is accepted: non-browser clients can send any ``Origin`` anyway.
+
+    ``origins`` are allowed too (``"*"`` among them allows every origin).  Each
+    refusal is one WARNING on ``logger`` naming the origin and the option that
+    would allow it, so a proxy that hides the public host from the app shows
+    at once.
+    """
+
+    def __init__(
+        self,
+        acceptor: WebsocketAcceptor | None = None,
+        *,
+        origins: Iterable[str] = (),
+        error_handler: ErrorHandler | None = None,
+        logger: logging.Logger | None = None,
+    ) -> None:
+        allowed = [origins] if isinstance(origins, str) else list(origins)
+        self.allow_all = "*" in allowed
+        self.origins = frozenset(filter(None, map(normalize_origin, allowed)))
+        self._acceptor = acceptor or Rfc6455Acceptor(error_handler=error_handler)
+        self._error_handler = error_handler or DefaultErrorHandler()
+        self._logger = logger or _logger
+
+    def handle_handshake(self, request: Request) -> Response:
+        """403 "Origin forbidden" unless ``Origin`` is absent, the request's own or listed; else the inner answer."""
+        origin = request.environ.get("HTTP_ORIGIN")
+        if origin is None or self.allow_all:
+            return self._acceptor.handle_handshake(request)
+        normalized = normalize_origin(origin)
+        own = request_origin(request)
+        if normalized is None or (normalized != own and normalized not in self.origins):
+            self._logger.warning(
+                "WebSocket handshake on %s refused: Origin %r is not this site's (%s); "
+                'allow it with origins=[%r] (or origins="*" for any origin)',
+                request.path,
+                origin[:120],
+                own,
+                origin[:120],
+            )
             return self._error_handler.handle_error(403, "Origin forbidden", request)
         return self._acceptor.handle_handshake(request)
