@@ -1,7 +1,9 @@
 """Metadata lives in setup.cfg; this file adds the optional C speedups.
 
-The extension only unmasks client frames.  Where it cannot be compiled, the
-install goes on without it and geventws uses its pure Python fallback.
+The extension is the frame reader of the lean engine (header checks, size
+limits, unmasking, UTF-8 of uncompressed text; see geventws/protocol/reader.py)
+and the one-frame encoder of outgoing messages.  Where it cannot be compiled,
+the install goes on without it and geventws uses its pure Python fallback.
 """
 
 from setuptools import Extension, setup

@@ -81,17 +81,39 @@ class Websockets:
         self.logger = logger or _logger
         self._apps: list[flask.Flask] = []
         self._routes: list[tuple[str, str, Callable[..., Any], dict[str, Any]]] = []
+        #: The endpoint of every route declared so far.
+        self.endpoints: list[Websocket] = []
+        self._client_callbacks: list[Callable[[WebsocketClient], Any]] = []
+        self._handshake_callbacks: list[Callable[[int], Any]] = []
         if app is not None:
             self.init_app(app)
 
     def init_app(self, app: flask.Flask) -> None:
         """Register the routes declared so far (and any declared later) on ``app``."""
         app.extensions["geventws"] = self
-        app.after_request(_close_refused_handshake)
+        app.after_request(self._after_handshake)
         self._apps.append(app)
         for rule, endpoint, view, options in self._routes:
             _add_rules(app, rule, endpoint, view, options)
         warn_if_unpatched(self.logger)
+
+    def on_client(self, callback: Callable[[WebsocketClient], Any]) -> None:
+        """Call ``callback(client)`` for every client accepted on any route, declared so far or later.
+
+        :meth:`Websocket.on_client <geventws.Websocket.on_client>` for every
+        route's endpoint: for observers such as :mod:`geventws.metrics`.
+        """
+        self._client_callbacks.append(callback)
+        for websocket in self.endpoints:
+            websocket.on_client(callback)
+
+    def on_handshake(self, callback: Callable[[int], Any]) -> None:
+        """Call ``callback(status)`` with the status of every handshake answer of this app's routes.
+
+        The 101s and every refusal, whoever answered it: the acceptor, a
+        ``before_request`` function or a view decorator.
+        """
+        self._handshake_callbacks.append(callback)
 
     def route(
         self,
@@ -129,6 +151,9 @@ class Websockets:
                 compression_factory=_compression_factory(compression if compression is not None else self.compression),
                 client_factory=client_factory or self.client_factory or Rfc6455ClientFactory(),
             )
+            for callback in self._client_callbacks:
+                websocket.on_client(callback)
+            self.endpoints.append(websocket)
             view = _view(websocket)
             view.__name__ = handler.__name__
             view.__doc__ = handler.__doc__
@@ -145,6 +170,20 @@ class Websockets:
 
         return register
 
+    def _after_handshake(self, response: flask.Response) -> flask.Response:
+        """after_request: every answer to a handshake on a WebSocket route, whoever gave it."""
+        rule = flask.request.url_rule
+        if rule is None or not rule.websocket:
+            return response
+        if response.status_code != 101:
+            # Refused by before_request or a decorator: the client will not send
+            # another request on this connection (as for the acceptor's refusals).
+            response.headers["Connection"] = "close"
+        if flask.current_app.extensions.get("geventws") is self:
+            for callback in self._handshake_callbacks:
+                callback(response.status_code)
+        return response
+
     def _acceptor(self, origins: Iterable[str] | None, subprotocols: Subprotocols) -> WebsocketAcceptor:
         if origins is None and subprotocols is None and self.acceptor is not None:
             return self.acceptor
@@ -159,15 +198,6 @@ def _add_rules(target: Scaffold, rule: str, endpoint: str, view: Callable[..., A
     # requests only against the others: one of each reaches the same view.
     target.add_url_rule(rule, endpoint, view, methods=["GET"], **options)
     target.add_url_rule(rule, endpoint, view, methods=["GET"], websocket=True, **options)
-
-
-def _close_refused_handshake(response: flask.Response) -> flask.Response:
-    # A handshake refused by before_request or a decorator: the client will not
-    # send another request on this connection (as for the acceptor's refusals).
-    rule = flask.request.url_rule
-    if rule is not None and rule.websocket and response.status_code != 101:
-        response.headers["Connection"] = "close"
-    return response
 
 
 def _view(websocket: Websocket) -> Callable[..., Any]:

@@ -8,6 +8,13 @@ is how long an idle HTTP connection may wait for its next request,
 ``--max-requests`` (with its jitter) recycles a worker, the TLS options apply
 and handshakes appear in gunicorn's access log with status 101.
 
+The deadlines and the resource handling of our :class:`~geventws.Server`
+hold here too: a TLS handshake must complete within
+:attr:`Worker.tls_handshake_timeout` (10 s; subclass the worker to change it,
+gunicorn has no option for it), and out of file descriptors a worker pauses
+accepting (50 ms, doubling up to 1 s) with one ERROR line every 10 s at most
+in gunicorn's error log, instead of a traceback per failed accept.
+
 Stopping: on SIGTERM, SIGINT and SIGQUIT, when ``--max-requests`` is reached
 and when ``--reload`` sees a change, the worker stops accepting, closes every
 WebSocket client of the process with 1001 "Server shutting down" at once
@@ -27,12 +34,18 @@ import gevent
 from gevent.pool import Pool
 from gunicorn.http.wsgi import base_environ
 from gunicorn.sock import ssl_context
-from gunicorn.workers.ggevent import VERSION, GeventPyWSGIWorker, PyWSGIHandler, PyWSGIServer
+from gunicorn.workers.ggevent import VERSION, GeventPyWSGIWorker, PyWSGIHandler
 
 from .http.endpoint import close_all_websockets
 from .http.patching import warn_if_unpatched
 from .http.pywsgi_handler import WebsocketWSGIHandler
-from .http.server import DEFAULT_MAX_HEADER_SIZE, DEFAULT_REQUEST_TIMEOUT, ConnectionGreenlet
+from .http.server import (
+    DEFAULT_MAX_HEADER_SIZE,
+    DEFAULT_REQUEST_TIMEOUT,
+    DEFAULT_TLS_HANDSHAKE_TIMEOUT,
+    ConnectionGreenlet,
+)
+from .http.server import _WSGIServer as HardenedWSGIServer
 
 __all__ = ["Worker"]
 
@@ -69,8 +82,11 @@ class _Handler(WebsocketWSGIHandler, PyWSGIHandler):  # type: ignore[misc]
 class Worker(GeventPyWSGIWorker):  # type: ignore[misc]
     """The gunicorn worker class; see the module documentation."""
 
-    server_class = PyWSGIServer
+    #: Our server's pywsgi server: the TLS handshake deadline and the pause on EMFILE.
+    server_class = HardenedWSGIServer
     wsgi_handler = _Handler
+    #: Seconds a TLS handshake may take (``None``: no deadline), as ``Server(tls_handshake_timeout=...)``.
+    tls_handshake_timeout: float | None = DEFAULT_TLS_HANDSHAKE_TIMEOUT
     alive: bool
     nr: int
     max_requests: int
@@ -108,7 +124,7 @@ class Worker(GeventPyWSGIWorker):  # type: ignore[misc]
             gevent.sleep(_POLL_INTERVAL)
         self._stop(servers)
 
-    def _start_server(self, listener: Any) -> PyWSGIServer:
+    def _start_server(self, listener: Any) -> HardenedWSGIServer:
         listener.setblocking(1)
         environ = base_environ(self.cfg)
         environ.update({"wsgi.multithread": True, "SERVER_SOFTWARE": VERSION})
@@ -130,10 +146,13 @@ class Worker(GeventPyWSGIWorker):  # type: ignore[misc]
         server.keepalive_timeout = keepalive if keepalive > 0 else DEFAULT_REQUEST_TIMEOUT
         server.request_timeout = DEFAULT_REQUEST_TIMEOUT
         server.max_header_size = DEFAULT_MAX_HEADER_SIZE
+        server.tls_handshake_timeout = self.tls_handshake_timeout
+        # TLS failures and EMFILE pauses go to gunicorn's error log (a custom logger_class may have none).
+        server.geventws_logger = getattr(self.log, "error_log", None) or logger
         server.start()
         return server
 
-    def _stop(self, servers: list[PyWSGIServer]) -> None:
+    def _stop(self, servers: list[HardenedWSGIServer]) -> None:
         deadline = time.monotonic() + self.cfg.graceful_timeout
         for server in servers:
             server.close()  # stop accepting; requests in progress go on

@@ -9,6 +9,10 @@ like any other::
     metrics.instrument_gateway(gateway)
     router.add_route("GET", "/metrics", metrics.wsgi_app())
 
+and for the routes of a Flask app (:mod:`geventws.flask`)::
+
+    ws = metrics.instrument_flask(Websockets(app))
+
 Nothing is recorded on the hot path: the counts come from what the library
 keeps anyway.  Messages and bytes are each client's own counters
 (``client.stats``), added to the
@@ -62,6 +66,7 @@ from .http.endpoint import Websocket
 from .protocol.close import CloseCode, WebsocketCloseInfo
 
 if TYPE_CHECKING:
+    from .flask import Websockets
     from .redis import RedisGateway
 
 WSGIApp = Callable[[dict[str, Any], Callable[..., Any]], Iterable[bytes]]
@@ -121,6 +126,23 @@ class WebsocketMetrics(Collector):
             return endpoint(environ, counting_start_response)
 
         return counted
+
+    def instrument_flask(self, websockets: Websockets) -> Websockets:
+        """Count the handshakes, connections, traffic and closes of every route of a Flask extension; returns it.
+
+        Routes declared before or after the call are counted alike; a
+        handshake refused by a ``before_request`` function or a view
+        decorator counts with its status, as the acceptor's refusals do.
+        """
+        websockets.on_client(self._track)
+        handshakes = self._handshakes
+
+        def count(status: int) -> None:
+            if status != 101:  # a 101 is counted with its client, by _track
+                handshakes[status] += 1
+
+        websockets.on_handshake(count)
+        return websockets
 
     def instrument_gateway(self, gateway: Gateway) -> Gateway:
         """Export ``gateway``'s deliveries, slow consumers and pending bytes; returns it.

@@ -133,3 +133,86 @@ def test_keep_alive_0_closes_after_each_request(tmp_path: Path) -> None:
             while chunk := sock.recv(65536):
                 received += chunk
         assert received.startswith(b"HTTP/1.1 200") and time.monotonic() - started < 5  # not the 10 s idle limit
+
+
+def self_signed(tmp_path: Path) -> tuple[Path, Path]:
+    """A throwaway certificate and key for 127.0.0.1 (trustme, from the test extra)."""
+    import trustme
+
+    authority = trustme.CA()
+    issued = authority.issue_cert("127.0.0.1")
+    cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
+    issued.cert_chain_pems[0].write_to_path(str(cert))
+    issued.private_key_pem.write_to_path(str(key))
+    return cert, key
+
+
+def closes_within(sock: socket.socket, seconds: float) -> bool:
+    """Whether the peer closes ``sock`` (EOF or reset) within ``seconds``."""
+    sock.settimeout(seconds)
+    try:
+        return sock.recv(1) == b""
+    except ConnectionResetError:
+        return True
+    except TimeoutError:
+        return False
+
+
+def test_a_tls_peer_that_never_says_hello_is_dropped_after_the_workers_handshake_deadline(tmp_path: Path) -> None:
+    cert, key = self_signed(tmp_path)
+    options = ("-k", "gunicorn_workers.QuickTlsWorker", "-w", "1", "--certfile", str(cert), "--keyfile", str(key))
+    with gunicorn(tmp_path, *options, "--log-level", "debug") as served:
+        silent = [socket.create_connection(("127.0.0.1", served.port), timeout=5) for _ in range(5)]
+        started = time.monotonic()
+        try:
+            assert all(closes_within(sock, 3) for sock in silent), "a silent TLS peer was kept"
+            elapsed = time.monotonic() - started
+        finally:
+            for sock in silent:
+                sock.close()
+        # The deadline does not cut real clients off.
+        client = served.connect("/echo", served.login("alice"))
+        try:
+            assert client.recv().startswith("hello alice")
+        finally:
+            client.close()
+    assert 0.5 < elapsed < 3, elapsed
+    log = served.log()
+    assert log.count("TLS handshake with 127.0.0.1 failed: TLS handshake took too long") == 5, log
+    assert "Traceback" not in log
+
+
+#: A gunicorn config file: the worker gets 64 file descriptors.
+EMFILE_CONFIG = """
+import resource
+
+def post_worker_init(worker):
+    resource.setrlimit(resource.RLIMIT_NOFILE, (64, 64))
+"""
+
+
+def test_out_of_file_descriptors_the_worker_pauses_accepting_logs_once_and_resumes(tmp_path: Path) -> None:
+    config = tmp_path / "emfile.conf.py"
+    config.write_text(EMFILE_CONFIG)
+    with gunicorn(tmp_path, *WORKER, "-w", "1", "-c", str(config)) as served:
+        idle = [socket.create_connection(("127.0.0.1", served.port), timeout=5) for _ in range(80)]
+        try:
+            with socket.create_connection(("127.0.0.1", served.port), timeout=5) as late:
+                late.sendall(b"GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+                late.settimeout(0.5)
+                with pytest.raises(TimeoutError):
+                    late.recv(1)  # not accepted while the worker has no descriptor left
+                for sock in idle:
+                    sock.close()
+                idle = []
+                late.settimeout(5)
+                answer = b""
+                while chunk := late.recv(65536):
+                    answer += chunk
+        finally:
+            for sock in idle:
+                sock.close()
+        assert answer.startswith(b"HTTP/1.1 200") and answer.endswith(b"plain HTTP works"), answer
+        log = served.log()
+    assert log.count("Cannot accept connections, pausing: [Errno 24] Too many open files") == 1, log
+    assert "Traceback" not in log

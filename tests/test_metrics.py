@@ -264,3 +264,71 @@ def wait_until(condition: Callable[[], bool], timeout: float = 15.0) -> None:
     with gevent.Timeout(timeout, AssertionError("condition not met in time")):
         while not condition():
             gevent.sleep(0.05)
+
+
+def test_the_routes_of_a_flask_app_scrape_to_their_counts(serve):
+    import flask
+    from werkzeug.middleware.dispatcher import DispatcherMiddleware
+
+    from geventws.flask import Websockets
+
+    app = flask.Flask(__name__)
+    metrics = WebsocketMetrics(CollectorRegistry())
+    accounted: list[Event] = []
+
+    def refuse_anonymous(view):
+        def wrapper(**kwargs):
+            if flask.request.args.get("user") is None:
+                return "log in first", 401
+            return view(**kwargs)
+
+        return wrapper
+
+    ws = Websockets(app)
+
+    @ws.route("/chat")
+    def chat(client: geventws.WebsocketClient) -> None:
+        done = Event()
+        accounted.append(done)
+        client.on_close(lambda closed, info: done.set())  # after the metrics' own close callback
+        for message in client:
+            client.send_text(str(message))
+
+    metrics.instrument_flask(ws)  # routes declared before and after the call are counted alike
+
+    @ws.route("/private", decorators=[refuse_anonymous])
+    def private(client: geventws.WebsocketClient) -> None:
+        chat(client)
+
+    app.wsgi_app = DispatcherMiddleware(app.wsgi_app, {"/metrics": metrics.wsgi_app()})  # type: ignore[method-assign]
+    running = serve(app)
+    session = Session(running, metrics, geventws.WebsocketClientGateway())
+
+    with pytest.raises(websocket.WebSocketBadStatusException) as refused:
+        running.connect("/chat", origin="https://evil.example")  # the routes' same-origin check
+    assert refused.value.status_code == 403
+    with pytest.raises(websocket.WebSocketBadStatusException) as refused:
+        running.connect("/private")  # refused by the view decorator
+    assert refused.value.status_code == 401
+
+    clients = [running.connect("/chat"), running.connect("/private?user=alice")]
+    for index, client in enumerate(clients):
+        for number in range(3):
+            client.send(f"hello {index}.{number}")
+            assert client.recv() == f"hello {index}.{number}"
+    live = session.scrape()
+    assert value(live, "geventws_connections_open") == 2
+    assert value(live, "geventws_messages_received_total") == 6
+    for client in clients:
+        client.close()
+    assert all(done.wait(10) for done in accounted)
+
+    scraped = session.scrape()
+    assert value(scraped, "geventws_connections_open") == 0
+    assert value(scraped, "geventws_handshakes_total", status="101") == 2
+    assert value(scraped, "geventws_handshakes_total", status="403") == 1
+    assert value(scraped, "geventws_handshakes_total", status="401") == 1
+    assert value(scraped, "geventws_messages_received_total") == 6
+    assert value(scraped, "geventws_messages_sent_total") == 6
+    assert value(scraped, "geventws_closes_total", code="1000", side="client") == 2
+    assert value(scraped, "geventws_bytes_received_total") > sum(len(f"hello 0.{n}") for n in range(3)) * 2

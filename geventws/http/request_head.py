@@ -9,7 +9,9 @@ bare CRs to the application, silently drops every header after a line without
 a colon, and joins two ``Host`` headers.  h11 refuses each of these (400, or
 501 for a transfer coding other than ``chunked``); this module adds what h11
 resolves instead of refusing (``Content-Length`` together with
-``Transfer-Encoding``: 400) and a cap on the number of header fields.
+``Transfer-Encoding``: 400), what it lets through (control characters other
+than HTAB in a field value, which RFC 9110 section 5.5 excludes from
+field-value: 400) and a cap on the number of header fields.
 
 The server closes the connection after any of these errors: once framing is in
 doubt, nothing that follows on the connection can be trusted to be a request.
@@ -108,14 +110,18 @@ def parse_request_head(data: bytes) -> RequestHead:
 
 
 # h11's grammar (h11/_abnf.py), which these patterns must match exactly: a head
-# _parse_plain accepts is one h11 accepts, with the same fields.
+# _parse_plain accepts is one h11 accepts, with the same fields.  One
+# difference: a field character is RFC 9110's (VCHAR or obs-text), where h11
+# also takes the control characters; heads with one go to h11, then get 400.
 _TOKEN = rb"[-!#$%&'*+.^_`|~0-9a-zA-Z]+"
-_FIELD_VCHAR = rb"[^\x00\s]"
+_FIELD_VCHAR = rb"[\x21-\x7e\x80-\xff]"
 _FIELD_CONTENT = _FIELD_VCHAR + rb"+(?:[ \t]+" + _FIELD_VCHAR + rb"+)*"
 _REQUEST_LINE = re.compile(b"(" + _TOKEN + rb") ([\x21-\x7e]+) HTTP/(1\.[01])")
 _HEADER_FIELD = re.compile(b"(" + _TOKEN + rb"):[ \t]*((?:" + _FIELD_CONTENT + rb")?)[ \t]*")
 #: Headers whose every use h11 checks further: heads carrying them go to h11.
 _FRAMING = frozenset({b"content-length", b"transfer-encoding"})
+#: Control characters h11 lets through in a field value (HTAB is allowed; NUL, CR and LF h11 refuses itself).
+_CONTROL = re.compile(rb"[\x00-\x08\x0a-\x1f\x7f]")
 
 
 def _parse_plain(data: bytes) -> RequestHead | None:
@@ -179,6 +185,8 @@ def _parse_with_h11(data: bytes) -> RequestHead:
     close = keep_alive_asked = False
     raw_items = event.headers.raw_items()  # one list; iterating the Headers sequence costs a call per item
     for raw_name, value in raw_items:
+        if _CONTROL.search(value) is not None:
+            raise BadRequestHead(400, f"Control character in header field {quote(raw_name.decode('latin-1'))}")
         name = raw_name.lower()
         if name == b"content-length":
             content_length = int(value)  # h11 checked it: digits only, one value
