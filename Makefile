@@ -4,7 +4,7 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 
-.PHONY: run test lint typecheck check autobahn bench docs clean
+.PHONY: run test test-pythons lint typecheck check autobahn bench docs clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -24,6 +24,19 @@ run: $(VENV)/.installed-run
 test: $(VENV)/.installed-test
 	$(BIN)/python -m pytest -q $(PYTEST_ARGS)
 
+# `make test-pythons`: the suite on the oldest and the newest Python the package
+# claims (setup.cfg's classifiers), each in its own venv (.venv-3.10, ...).  An
+# interpreter is looked up as pythonX.Y on PATH, then in pyenv's versions.
+TEST_PYTHONS ?= 3.10 3.13
+PYENV_ROOT ?= $(HOME)/.pyenv
+test-pythons:
+	@for version in $(TEST_PYTHONS); do \
+	    python=$$(command -v python$$version || ls -d $(PYENV_ROOT)/versions/$$version.*/bin/python 2>/dev/null | sort -V | tail -1); \
+	    if [ -z "$$python" ]; then echo "no Python $$version (pythonX.Y on PATH or $(PYENV_ROOT)/versions)"; exit 1; fi; \
+	    echo "== Python $$version: $$python"; \
+	    $(MAKE) --no-print-directory test PYTHON=$$python VENV=.venv-$$version PYTEST_ARGS="$(PYTEST_ARGS)" || exit 1; \
+	done
+
 lint: $(VENV)/.installed-test
 	$(BIN)/ruff check geventws tests examples
 	$(BIN)/ruff format --check geventws
@@ -34,7 +47,7 @@ typecheck: $(VENV)/.installed-test
 check: lint typecheck test
 
 clean:
-	rm -rf $(VENV) build *.egg-info .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) .venv-3.* build *.egg-info .pytest_cache .mypy_cache .ruff_cache .node
 
 # The Autobahn|Testsuite against examples/autobahn/server.py (all 517 cases, ~10-15 minutes).
 AUTOBAHN ?= ../shared/tools/autobahn
