@@ -26,13 +26,17 @@ test: $(VENV)/.installed-test
 
 # `make test-pythons`: the suite on the oldest and the newest Python the package
 # claims (setup.cfg's classifiers), each in its own venv (.venv-3.10, ...).  An
-# interpreter is looked up as pythonX.Y on PATH, then in pyenv's versions.
+# interpreter is looked up in pyenv's versions, then as pythonX.Y on PATH (a
+# pyenv shim there fails for a version that is not selected: it must run).
 TEST_PYTHONS ?= 3.10 3.13
 PYENV_ROOT ?= $(HOME)/.pyenv
 test-pythons:
 	@for version in $(TEST_PYTHONS); do \
-	    python=$$(command -v python$$version || ls -d $(PYENV_ROOT)/versions/$$version.*/bin/python 2>/dev/null | sort -V | tail -1); \
-	    if [ -z "$$python" ]; then echo "no Python $$version (pythonX.Y on PATH or $(PYENV_ROOT)/versions)"; exit 1; fi; \
+	    python=$$(ls -d $(PYENV_ROOT)/versions/$$version.*/bin/python 2>/dev/null | sort -V | tail -1); \
+	    [ -n "$$python" ] || python=$$(command -v python$$version); \
+	    if [ -z "$$python" ] || ! "$$python" -c "" 2>/dev/null; then \
+	        echo "no Python $$version ($(PYENV_ROOT)/versions/$$version.* or python$$version on PATH)"; exit 1; \
+	    fi; \
 	    echo "== Python $$version: $$python"; \
 	    $(MAKE) --no-print-directory test PYTHON=$$python VENV=.venv-$$version PYTEST_ARGS="$(PYTEST_ARGS)" || exit 1; \
 	done
