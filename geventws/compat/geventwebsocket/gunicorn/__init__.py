@@ -1,0 +1,1 @@
+"""gevent-websocket's gunicorn worker path (:mod:`.workers`)."""

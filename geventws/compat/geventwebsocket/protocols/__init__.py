@@ -1,0 +1,1 @@
+"""gevent-websocket's protocol classes (the base one; WAMP is not offered)."""
