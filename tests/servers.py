@@ -5,6 +5,7 @@ Helpers shared by the Flask and gunicorn tests (not a test module).
 
 from __future__ import annotations
 
+import os
 import signal
 import socket
 import ssl
@@ -15,7 +16,7 @@ import time
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -132,15 +133,22 @@ def in_process(name: str, app: Any) -> Iterator[Served]:
 
 @contextmanager
 def gunicorn(
-    log_dir: Path, *arguments: str, app: str = "flask_test_app:app", chdir: Path = TESTS, stop: bool = True
+    log_dir: Path,
+    *arguments: str,
+    app: str = "flask_test_app:app",
+    chdir: Path = TESTS,
+    stop: bool = True,
+    env: dict[str, str] | None = None,
 ) -> Iterator[Served]:
-    """A real gunicorn master on a free port with ``arguments`` (``-k``, ``-w``, ...)."""
+    """A real gunicorn master on a free port with ``arguments`` (``-k``, ``-w``, ...); ``env`` adds variables."""
     port = free_port()
     log_path = log_dir / f"gunicorn-{port}.log"
     command = [sys.executable, "-m", "gunicorn", "-b", f"127.0.0.1:{port}", "--chdir", str(chdir)]
     command += ["--access-logfile", "-", "--error-logfile", "-", *_no_control_socket(), *arguments, app]
     with open(log_path, "wb") as log:
-        process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+        process = subprocess.Popen(
+            command, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env={**os.environ, **(env or {})}
+        )
     served = Served("gunicorn " + " ".join(arguments), port, process, log_path, {"tls": "--certfile" in arguments})
     try:
         wait_until_serving(served)
@@ -153,6 +161,39 @@ def gunicorn(
             except subprocess.TimeoutExpired:
                 process.kill()
                 process.wait(5)
+
+
+@contextmanager
+def flask_run(log_dir: Path, *arguments: str, app: str, env: dict[str, str] | None = None) -> Iterator[Served]:
+    """``flask --app app run`` (werkzeug's development server, unpatched) on a free port, in a process group.
+
+    The group is stopped as a whole: with ``--debug`` the reloader's child serves.
+    """
+    port = free_port()
+    log_path = log_dir / f"flask-{port}.log"
+    command = [sys.executable, "-m", "flask", "--app", app, "run", "--host", "127.0.0.1", "--port", str(port)]
+    with open(log_path, "wb") as log:
+        process = subprocess.Popen(
+            [*command, *arguments],
+            cwd=TESTS,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            env={**os.environ, **(env or {})},
+            start_new_session=True,
+        )
+    served = Served("flask run " + " ".join(arguments), port, process, log_path)
+    try:
+        wait_until_serving(served)
+        yield served
+    finally:
+        with suppress(ProcessLookupError):
+            os.killpg(process.pid, signal.SIGTERM)
+        try:
+            process.wait(15)
+        except subprocess.TimeoutExpired:
+            os.killpg(process.pid, signal.SIGKILL)
+            process.wait(5)
 
 
 def _no_control_socket() -> list[str]:

@@ -42,6 +42,11 @@ if TYPE_CHECKING:
     from .server import Server
 
 
+#: The environ key of a connection upgraded before the app was called (by gevent-websocket's
+#: handler, :mod:`geventws.compat.geventwebsocket`): an endpoint then runs its handler on it.
+UPGRADED_KEY = "geventws.upgraded"
+
+
 class CompressionFactory(Protocol):
     """Negotiates a compression extension (:class:`~geventws.Rfc7692CompressionFactory`)."""
 
@@ -136,6 +141,9 @@ class Websocket:
         When the server cannot hand its socket over, answers 500 and logs
         which servers can.
         """
+        upgraded = environ.get(UPGRADED_KEY)
+        if upgraded is not None:
+            return self._serve_upgraded(upgraded, request, response)
         try:
             handover = find_handover(environ, start_response, self)
         except UnsupportedServerError as error:
@@ -158,6 +166,15 @@ class Websocket:
         if not handover.serve_later(_Accepted(self, client, request, response).serve):
             self._serve(client, request, response)
         return handover.finish()
+
+    def _serve_upgraded(self, client: WebsocketClient, request: Request, response: Response) -> Iterable[bytes]:
+        """Run the handler on a connection the server upgraded already (gevent-websocket's handler does)."""
+        self._clients.add(client)
+        try:
+            self._run_handler(client, request, response)
+        finally:
+            self._clients.discard(client)
+        return []
 
     def close_all(self, code: int = CloseCode.GOING_AWAY, reason: str = "Server shutting down") -> None:
         """Stop accepting and close every client at once; returns within the close period."""

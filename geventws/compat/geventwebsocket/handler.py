@@ -28,7 +28,7 @@ from werkzeug.wrappers import Request, Response
 from ...connection.client import WebsocketClient
 from ...connection.client_factory import Rfc6455ClientFactory, WebsocketClientFactory
 from ...http.acceptor import Rfc6455Acceptor, WebsocketAcceptor
-from ...http.endpoint import CompressionFactory, Websocket
+from ...http.endpoint import UPGRADED_KEY, CompressionFactory, Websocket
 from ...http.pywsgi_handler import WebsocketWSGIHandler
 from .exceptions import WebSocketError
 from .websocket import WebSocket
@@ -125,6 +125,7 @@ def _run_app(client: WebsocketClient, request: Request, response: Response) -> N
     ws = handler.websocket_class(client, environ, handler)
     environ["wsgi.websocket_version"] = environ.get("HTTP_SEC_WEBSOCKET_VERSION", "13")
     environ["wsgi.websocket"] = handler.websocket = ws
+    environ[UPGRADED_KEY] = client  # a geventws endpoint inside the app (a Flask route) serves it as it is
     if handler.prevent_wsgi_call:
         return
     server = handler.server
@@ -142,7 +143,7 @@ def _run_app(client: WebsocketClient, request: Request, response: Response) -> N
     finally:
         if clients.get(address) is not None and clients[address].ws is ws:
             del clients[address]
-        environ["wsgi.websocket"] = None
+        environ["wsgi.websocket"] = environ[UPGRADED_KEY] = None
         handler.websocket = None
 
 

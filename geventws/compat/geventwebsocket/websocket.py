@@ -122,6 +122,9 @@ class WebSocket:
 
     def send_frame(self, message: Any, opcode: int, do_compress: bool = False) -> None:
         """Send a text or binary message (other opcodes are the protocol engine's business)."""
+        if self.client.is_closed:  # before looking at the message: the loops of the README send None at the end
+            self.current_app.on_close(MSG_ALREADY_CLOSED)
+            raise WebSocketError(MSG_SOCKET_DEAD)
         try:
             if opcode == self.OPCODE_BINARY:
                 self.client.send_binary(message if isinstance(message, _BYTES) else bytes(message))
