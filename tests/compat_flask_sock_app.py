@@ -74,9 +74,7 @@ def chat(ws: Any) -> None:
 
 @sock.route("/thread")
 def thread(ws: Any) -> None:
-    """A send from a thread of the app's own."""
+    """A send from a thread of the app's own, while the handler waits for the next message."""
     data = ws.receive()
-    worker = threading.Thread(target=ws.send, args=(f"from a thread: {data}",))
-    worker.start()
-    worker.join()
-    ws.receive()
+    threading.Thread(target=ws.send, args=(f"from a thread: {data}",)).start()
+    ws.send(f"handler got {ws.receive()}")

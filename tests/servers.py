@@ -6,6 +6,7 @@ Helpers shared by the Flask and gunicorn tests (not a test module).
 from __future__ import annotations
 
 import os
+import re
 import signal
 import socket
 import ssl
@@ -24,6 +25,7 @@ from typing import Any
 import websocket
 
 TESTS = Path(__file__).parent
+_ANSI_STYLE = re.compile(r"\x1b\[[0-9;]*m")
 
 
 @dataclass
@@ -46,7 +48,8 @@ class Served:
         return ssl._create_unverified_context() if self.tls else None  # a throwaway self-signed certificate
 
     def log(self) -> str:
-        return self.log_path.read_text(errors="replace") if self.log_path else ""
+        """The server's output so far, without the colours werkzeug puts in its request log."""
+        return _ANSI_STYLE.sub("", self.log_path.read_text(errors="replace")) if self.log_path else ""
 
     def get(self, path: str, cookie: str | None = None) -> tuple[int, bytes]:
         request = urllib.request.Request(self.http_url + path, headers={"Cookie": cookie} if cookie else {})

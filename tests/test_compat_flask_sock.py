@@ -11,9 +11,9 @@ from collections.abc import Iterator
 
 import pytest
 import websocket
-from servers import Served, close_code, gunicorn
+from servers import Served, close_code, flask_run, gunicorn
 
-SERVERS = ["gunicorn -k gevent"]
+SERVERS = ["flask run", "gunicorn -k gthread --threads 8", "gunicorn -k gevent"]
 IMPLEMENTATIONS = ["geventws", "original"]
 APP = "compat_flask_sock_app:app"
 
@@ -23,7 +23,11 @@ def served(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFact
     server, implementation = request.param
     env = {"COMPAT_ORIGINAL": "1"} if implementation == "original" else {}
     log_dir = tmp_path_factory.mktemp("served")
-    with gunicorn(log_dir, *server.split()[1:], app=APP, env=env) as running:
+    if server.startswith("flask run"):
+        context = flask_run(log_dir, *server.split()[2:], app=APP, env=env)
+    else:
+        context = gunicorn(log_dir, *server.split()[1:], app=APP, env=env)
+    with context as running:
         running.extra["implementation"] = implementation
         yield running
 
@@ -79,6 +83,8 @@ def test_send_from_a_thread_of_the_app(served: Served) -> None:
     ws = served.connect("/thread")
     ws.send("ping")
     assert ws.recv() == "from a thread: ping"
+    ws.send("thanks")
+    assert ws.recv() == "handler got thanks"
     ws.close()
 
 

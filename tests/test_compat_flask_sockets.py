@@ -1,4 +1,5 @@
-"""A Flask-Sockets app (tests/compat_flask_sockets_app.py) on pywsgi with gevent-websocket's handler and under gunicorn.
+"""A Flask-Sockets app (tests/compat_flask_sockets_app.py) on pywsgi with gevent-websocket's handler, under
+gunicorn with the worker Flask-Sockets names, and under ``flask run`` (unpatched threads).
 
 The original Flask-Sockets cannot run on Flask 3 (its README app fails at
 import), so only the switched app is tested.
@@ -12,15 +13,19 @@ import pytest
 import websocket
 from compat_flask_sockets_app import app
 from gevent.pywsgi import WSGIServer
-from servers import Served, close_code, gunicorn
+from servers import Served, close_code, flask_run, gunicorn
 
 from geventws.compat.geventwebsocket.handler import WebSocketHandler
 
-SERVERS = ["pywsgi", "gunicorn -k geventws.compat.flask_sockets.worker"]
+SERVERS = ["pywsgi", "gunicorn -k geventws.compat.flask_sockets.worker", "flask run"]
 
 
 @pytest.fixture(scope="module", params=SERVERS)
 def served(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Served]:
+    if request.param == "flask run":
+        with flask_run(tmp_path_factory.mktemp("flask"), app="compat_flask_sockets_app:app") as running:
+            yield running
+        return
     if request.param.startswith("gunicorn"):
         arguments = request.param.split()[1:]
         with gunicorn(tmp_path_factory.mktemp("gunicorn"), *arguments, app="compat_flask_sockets_app:app") as running:

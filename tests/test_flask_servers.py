@@ -2,13 +2,16 @@
 
 Our Server, gevent's plain pywsgi.WSGIServer, werkzeug's development server
 (threads are greenlets in this patched process), and real gunicorn masters
-with our worker (two processes) and with gunicorn's stock gevent workers.
+with our worker (two processes) and with gunicorn's stock gevent workers, and
+the thread servers, unpatched: ``flask run --debug`` (reloader and debugger)
+and gunicorn's ``gthread`` worker (a thread per connection).
 Each: plain HTTP, a logged-in handshake that sees the session, a refused
 anonymous one, echo of text and of a 1 MiB binary message, 50 clients at once.
 """
 
 from __future__ import annotations
 
+import json
 import os
 from collections.abc import Iterator
 
@@ -17,7 +20,7 @@ import gevent.pool
 import pytest
 import websocket
 from flask_test_app import app
-from servers import Served, gunicorn, in_process
+from servers import Served, flask_run, gunicorn, in_process
 
 SERVERS = [
     "geventws",
@@ -26,6 +29,8 @@ SERVERS = [
     "gunicorn -k geventws.gunicorn.Worker -w 2",
     "gunicorn -k gevent",
     "gunicorn -k gevent_pywsgi",
+    "flask run --debug",
+    "gunicorn -k gthread --threads 60",
 ]
 
 
@@ -34,6 +39,9 @@ def served(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFact
     name = request.param
     if name.startswith("gunicorn"):
         with gunicorn(tmp_path_factory.mktemp("gunicorn"), *name.split()[1:]) as running:
+            yield running
+    elif name.startswith("flask run"):
+        with flask_run(tmp_path_factory.mktemp("flask"), *name.split()[2:], app="flask_test_app:app") as running:
             yield running
     else:
         with in_process(name, app) as running:
@@ -45,7 +53,7 @@ def test_plain_http_and_json_routes(served: Served) -> None:
     assert served.get("/api/me")[0] == 401
     cookie = served.login("alice")
     status, body = served.get("/api/me", cookie)
-    assert status == 200 and b'"user":"alice"' in body
+    assert status == 200 and json.loads(body)["user"] == "alice"  # (indented under --debug)
 
 
 def test_logged_in_handshake_runs_in_the_request_context(served: Served) -> None:

@@ -75,9 +75,8 @@ def test_reload_closes_clients_with_1001(tmp_path: Path) -> None:
     assert "Worker reloading" in served.log()
 
 
-@pytest.mark.parametrize("worker", ["sync", "gthread"])
-def test_blocking_workers_refuse_the_upgrade_and_say_what_works(tmp_path: Path, worker: str) -> None:
-    with gunicorn(tmp_path, "-k", worker, "-w", "1") as served:
+def test_the_sync_worker_refuses_the_upgrade_and_says_what_works(tmp_path: Path) -> None:
+    with gunicorn(tmp_path, "-k", "sync", "-w", "1") as served:
         status, body = served.get("/")
         assert status == 200  # plain HTTP is unaffected
         cookie = served.login("alice")
@@ -85,8 +84,8 @@ def test_blocking_workers_refuse_the_upgrade_and_say_what_works(tmp_path: Path, 
             served.connect("/echo", cookie)
         assert getattr(refused.value, "status_code", None) == 500
     log = served.log()
-    assert "gunicorn's sync and gthread workers serve a request in a blocking thread" in log
-    assert "-k geventws.gunicorn.Worker" in log
+    assert "gunicorn's sync worker serves one request at a time" in log
+    assert "-k geventws.gunicorn.Worker" in log and "gunicorn -k gthread" in log
 
 
 def test_tls_options_apply(tmp_path: Path) -> None:

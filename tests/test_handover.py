@@ -9,6 +9,7 @@ from __future__ import annotations
 import logging
 import subprocess
 import sys
+from pathlib import Path
 from typing import Any
 
 import flask
@@ -133,25 +134,57 @@ def test_patched_process_is_not_warned() -> None:
 
 
 UNPATCHED_WERKZEUG = """
-import logging, sys, threading
-logging.basicConfig(stream=sys.stdout, level=logging.ERROR, format="%(name)s %(levelname)s %(message)s")
+import logging, ssl, sys, threading
+logging.basicConfig(stream=sys.stdout, level=logging.INFO, format="%(name)s %(levelname)s %(message)s")
 import websocket
 from werkzeug.serving import make_server
 from geventws import Websocket
-server = make_server("127.0.0.1", 0, Websocket(None, None, None, lambda client, request, response: None), threaded=True)
+
+def echo(client, request, response):
+    for message in client:
+        client.send_text(f"{threading.current_thread().name}: {message}")
+
+tls = sys.argv[1:]
+server = make_server("127.0.0.1", 0, Websocket(None, None, None, echo), threaded=True, ssl_context=tuple(tls) or None)
 threading.Thread(target=server.serve_forever, daemon=True).start()
+scheme, options = ("wss", {"sslopt": {"cert_reqs": ssl.CERT_NONE}}) if tls else ("ws", {})
 try:
-    websocket.create_connection(f"ws://127.0.0.1:{server.server_port}/", timeout=10)
+    clients = [websocket.create_connection(f"{scheme}://127.0.0.1:{server.server_port}/", timeout=10, **options)
+               for _ in range(2)]
+    for number, client in enumerate(clients):
+        client.send(f"hello {number}")
+        print("echo", client.recv(), flush=True)
+    for client in clients:
+        client.close()
 except websocket.WebSocketBadStatusException as refused:
-    print("status", refused.status_code)
+    print("status", refused.status_code, flush=True)
 server.shutdown()
 """
 
 
-def test_werkzeug_in_an_unpatched_process_refuses_and_says_how_to_switch() -> None:
+def test_werkzeug_in_an_unpatched_process_serves_each_connection_in_a_thread() -> None:
     output = subprocess.run(
         [sys.executable, "-c", UNPATCHED_WERKZEUG], capture_output=True, text=True, timeout=60, check=True
     ).stdout
+    echoes = [line.split(": ") for line in output.splitlines() if line.startswith("echo ")]
+    assert [message for _, message in echoes] == ["hello 0", "hello 1"], output
+    assert echoes[0][0] != echoes[1][0]  # two threads
+    assert "ERROR" not in output and "Traceback" not in output
+
+
+def test_werkzeug_with_tls_in_an_unpatched_process_refuses_and_says_why(tmp_path: Path) -> None:
+    import trustme
+
+    certificate = trustme.CA().issue_cert("127.0.0.1")
+    certfile, keyfile = tmp_path / "cert.pem", tmp_path / "key.pem"
+    certificate.cert_chain_pems[0].write_to_path(str(certfile))
+    certificate.private_key_pem.write_to_path(str(keyfile))
+    output = subprocess.run(
+        [sys.executable, "-c", UNPATCHED_WERKZEUG, str(certfile), str(keyfile)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+    ).stdout
     assert "status 500" in output
-    assert "werkzeug's development server runs this request in a blocking thread" in output
-    assert "python -m gevent.monkey --module flask run" in output
+    assert "werkzeug's development server serves this request in a thread, over TLS" in output

@@ -57,7 +57,8 @@ READ_SIZE = 256 * 1024
 # Every reader receives into one shared buffer: a parked reader holds no
 # buffer (an idle connection costs none) and nothing is allocated per read.
 # This is safe because the engine parses a chunk completely, copying what it
-# keeps, before anything can switch greenlets.
+# keeps, before anything can switch greenlets; readers on the hubs of other
+# threads use a buffer of their thread's own (see .threads).
 _READ_BUFFER = memoryview(bytearray(READ_SIZE))
 
 
@@ -77,6 +78,7 @@ class Reader:
         "window_full",
         "throttled_until",
         "at_eof",
+        "_buffer",
     )
 
     def __init__(
@@ -105,6 +107,8 @@ class Reader:
         self.throttled_until = 0.0
         #: The peer closed its side of TCP (or the connection was aborted).
         self.at_eof = False
+        #: What reads land in: the process's shared buffer, or a thread's own (:mod:`.threads`).
+        self._buffer = _READ_BUFFER
 
     # ------------------------------------------------------------- interface
 
@@ -266,14 +270,14 @@ class LoopReader(Reader):
                 self._on_data(data)
             elif not self.at_eof:
                 try:
-                    size = self._raw.recv_into(_READ_BUFFER)
+                    size = self._raw.recv_into(self._buffer)
                 except BlockingIOError:
                     return  # woken for nothing: the watcher calls again when data is there
                 except OSError as error:
                     logger.debug("%r: read failed: %s", self._client, error)
                     size = 0
                 if size:
-                    self._received(_READ_BUFFER[:size])
+                    self._received(self._buffer[:size])
                 else:
                     self._eof()
             if self._must_stop_or_pause():
@@ -394,7 +398,7 @@ class GreenletReader(Reader):
 
     def _read_loop(self) -> None:
         read_into = self._socket.recv_into
-        buffer = _READ_BUFFER
+        buffer = self._buffer
         engine = self._engine
         try:
             while engine.state is not EngineState.CLOSED or engine.failed:
@@ -430,8 +434,8 @@ class GreenletReader(Reader):
             return
         size = -1
         with gevent.Timeout(pause, False):
-            size = self._socket.recv_into(_READ_BUFFER)
+            size = self._socket.recv_into(self._buffer)
         if size > 0:
-            self._received(_READ_BUFFER[:size])
+            self._received(self._buffer[:size])
         elif size == 0:
             self._eof()

@@ -159,6 +159,7 @@ class Websocket:
             return handover.finish()
         _disable_nagle(sock)
         client = self._client_factory.create_client(request, response, sock, leftover, compression)
+        handover.adopt(client)
         _use_forwarded_address(client, environ)
         self._clients.add(client)
         self._log_accepted(client, request)

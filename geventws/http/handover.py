@@ -31,9 +31,18 @@ instead (:meth:`Handover.serve_later`), in the same greenlet, with less of the
 request kept alive beneath it.
 
 A socket that is not a gevent socket belongs to a server that runs each
-request in a blocking thread (gunicorn's ``sync`` and ``gthread`` workers,
-werkzeug's server in an unpatched process): the connection's greenlets could
-not run beside the handler there, so the upgrade is refused
+request in an OS thread (werkzeug's server in an unpatched process, gunicorn's
+``gthread`` worker).  There the connection is served on that thread's own
+gevent hub, one thread per connection, for as long as it lasts
+(:mod:`geventws.connection.threads`: sends from other threads are handed to
+that hub): the socket is duplicated as a gevent socket of the thread, and
+when the connection is over the thread's hub finishes what it was handed and
+is destroyed before the thread goes back to the server.  werkzeug is then
+told the connection dropped by a failing write of its own (not by an error
+of the application, which its debugger would catch and report), and
+gunicorn finds the connection closed when it waits for the next request.
+TLS on a thread server, and gunicorn's ``sync`` worker (one request at a
+time, killed after ``--timeout``), are refused
 (:data:`UNSUPPORTED_SERVER_MESSAGE`).
 """
 
@@ -46,18 +55,22 @@ import time
 from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
+import gevent
 import gevent.socket
 import gevent.ssl
+from gevent._hub_local import get_hub_if_exists
 
+from ..connection.client import WebsocketClient
+from ..connection.threads import OwnerHub, serve_on_this_thread
 from ..protocol.handshake import serialize_101
 from .transport import TRANSPORT_KEY, Transport, drain_reader
 
 #: What the log says when a server cannot hand its socket over.
 UNSUPPORTED_SERVER_MESSAGE = (
-    "Cannot upgrade to WebSocket: %s. WebSocket connections need a gevent server: "
-    "geventws.Server, gevent.pywsgi.WSGIServer, gunicorn with -k geventws.gunicorn.Worker "
-    "(or -k gevent / -k gevent_pywsgi), or werkzeug's development server in a gevent-patched "
-    "process (python -m gevent.monkey --module flask run)."
+    "Cannot upgrade to WebSocket: %s. WebSocket connections need a gevent server "
+    "(geventws.Server, gevent.pywsgi.WSGIServer, gunicorn with -k geventws.gunicorn.Worker, "
+    "-k gevent or -k gevent_pywsgi) or a thread server without TLS "
+    "(werkzeug's development server, flask run; gunicorn -k gthread)."
 )
 
 #: werkzeug's request log, where its development server logs every request.
@@ -94,8 +107,91 @@ class Handover:
         """
         return False
 
+    def adopt(self, client: WebsocketClient) -> None:
+        """The client of the connection was just made (a thread server's handover makes it safe across threads)."""
+
     def finish(self) -> Iterable[bytes]:
         """What the application returns to the server once the connection is over (or handed to ``serve_later``)."""
+        return []
+
+
+class _ThreadHandover(Handover):
+    """What thread servers share: the connection on the request thread's own hub (see the module documentation)."""
+
+    _client: WebsocketClient | None = None
+    _owner: OwnerHub | None = None
+    _own_hub = False
+
+    def _thread_socket(self, sock: socket.socket) -> socket.socket:
+        """A gevent socket of this thread's hub (made now if the thread has none) over a duplicate of ``sock``."""
+        self._own_hub = get_hub_if_exists() is None
+        duplicate = sock.dup()
+        family, kind, proto = duplicate.family, duplicate.type, duplicate.proto
+        thread_socket: socket.socket = gevent.socket.socket(family, kind, proto, fileno=duplicate.detach())
+        return thread_socket
+
+    def adopt(self, client: WebsocketClient) -> None:
+        self._client = client
+        self._owner = serve_on_this_thread(client)
+
+    def _end(self) -> None:
+        """The connection is over: let its reader finish, finish the calls other threads handed it, drop the hub."""
+        if self._client is not None:
+            self._client.wait_closed()
+        if self._owner is not None:
+            self._owner.close()
+        if self._own_hub:
+            gevent.get_hub().destroy(destroy_loop=True)
+
+
+class _ThreadWerkzeugHandover(_ThreadHandover):
+    """werkzeug's development server in an unpatched process: it serves each connection in a thread."""
+
+    def __init__(self, sock: socket.socket, reader: Any, start_response: StartResponse) -> None:
+        self._socket = sock
+        self._reader = reader
+        self._start_response = start_response
+
+    def upgrade(self, headers: Headers) -> tuple[socket.socket, bytes]:
+        leftover = drain_reader(self._reader, self._socket)
+        self._socket.sendall(serialize_101(headers))
+        return self._thread_socket(self._socket), leftover
+
+    def finish(self) -> Iterable[bytes]:
+        self._end()
+        return _LoggedAsSwitched(self._start_response)
+
+
+class _LoggedAsSwitched:
+    """A body that has werkzeug log the request with 101 and then fail writing to the closed connection.
+
+    werkzeug takes the failed write (a ``BrokenPipeError`` of its own) for a
+    dropped connection and goes quietly; an exception of the body would reach
+    the debugger of ``flask run --debug``, which would report it.
+    """
+
+    def __init__(self, start_response: StartResponse) -> None:
+        self._start_response = start_response
+
+    def __iter__(self) -> Iterator[bytes]:
+        self._start_response(_STATUS_101, [])
+        yield b""
+
+
+class _ThreadGunicornHandover(_ThreadHandover):
+    """gunicorn's ``gthread`` worker: it writes the 101; the connection ends closed before the next request."""
+
+    def __init__(self, sock: socket.socket, start_response: StartResponse, environ: dict[str, Any]) -> None:
+        self._socket = sock
+        self._start_response = start_response
+        self._environ = environ
+
+    def upgrade(self, headers: Headers) -> tuple[socket.socket, bytes]:
+        self._start_response(_STATUS_101, [(k, v) for k, v in headers if k.lower() not in _BODY_HEADERS])(b"")
+        return self._thread_socket(self._socket), _gunicorn_leftover(self._environ)
+
+    def finish(self) -> Iterable[bytes]:
+        self._end()
         return []
 
 
@@ -212,15 +308,20 @@ def find_handover(environ: dict[str, Any], start_response: StartResponse, app: A
         return _TransportHandover(transport, start_response, app)
     if "werkzeug.socket" in environ:
         sock = environ["werkzeug.socket"]
-        _require_gevent(sock, "werkzeug's development server runs this request in a blocking thread")
-        return _WerkzeugHandover(sock, environ.get("wsgi.input"), environ)
+        if _is_gevent_socket(sock):
+            return _WerkzeugHandover(sock, environ.get("wsgi.input"), environ)
+        _require_plain(sock, "werkzeug's development server")
+        return _ThreadWerkzeugHandover(sock, environ.get("wsgi.input"), start_response)
     if "gunicorn.socket" in environ:
         sock = environ["gunicorn.socket"]
-        if not environ.get("wsgi.multithread") or not _is_gevent_socket(sock):
+        if not environ.get("wsgi.multithread"):
             raise UnsupportedServerError(
-                UNSUPPORTED_SERVER_MESSAGE % "gunicorn's sync and gthread workers serve a request in a blocking thread"
+                UNSUPPORTED_SERVER_MESSAGE % "gunicorn's sync worker serves one request at a time"
             )
-        return _GunicornHandover(sock, start_response, lambda: _gunicorn_leftover(environ))
+        if _is_gevent_socket(sock):
+            return _GunicornHandover(sock, start_response, lambda: _gunicorn_leftover(environ))
+        _require_plain(sock, "gunicorn's gthread worker")
+        return _ThreadGunicornHandover(sock, start_response, environ)
     reader = environ.get("wsgi.input")
     sock = getattr(getattr(reader, "raw", None), "_sock", None)  # pywsgi: the reader over the connection
     if sock is None:
@@ -240,6 +341,11 @@ def hand_on(environ: dict[str, Any], app: Any, to: Any) -> None:
     transport = environ.get(TRANSPORT_KEY)
     if transport is not None and transport.direct_app is app:
         transport.direct_app = to
+
+
+def _require_plain(sock: Any, server: str) -> None:
+    if isinstance(sock, ssl.SSLSocket) or not isinstance(sock, socket.socket):
+        raise UnsupportedServerError(UNSUPPORTED_SERVER_MESSAGE % f"{server} serves this request in a thread, over TLS")
 
 
 def _require_gevent(sock: Any, reason: str) -> None:

@@ -38,7 +38,9 @@ def warn_if_unpatched(logger: logging.Logger) -> bool:
         "The process is not monkey-patched by gevent (%s not patched): one blocking call in a handler "
         "(time.sleep, a database driver, requests) stalls every connection. Put "
         "'from gevent import monkey; monkey.patch_all()' in the very first lines of the program, "
-        "before any other import, or start it with 'python -m gevent.monkey --module ...'.",
+        "before any other import, or start it with 'python -m gevent.monkey --module ...'. "
+        "(Under a thread server, flask run or gunicorn -k gthread, each connection has a thread "
+        "of its own and this does not apply.)",
         ", ".join(missing),
     )
     return True
