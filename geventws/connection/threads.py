@@ -26,7 +26,7 @@ from __future__ import annotations
 
 import weakref
 from collections.abc import Callable, Iterable
-from typing import Any, TypeVar
+from typing import Any
 
 import gevent
 import gevent.monkey
@@ -43,7 +43,6 @@ from .writer import Writer
 
 __all__ = ["OwnerHub", "serve_on_this_thread"]
 
-T = TypeVar("T")
 _allocate_lock = gevent.monkey.get_original("_thread", "allocate_lock")
 _owners: weakref.WeakKeyDictionary[object, OwnerHub] = weakref.WeakKeyDictionary()
 
@@ -62,7 +61,7 @@ class OwnerHub:
         """Whether the calling thread is the owner (the one cheap check of every thread-served call)."""
         return get_hub_if_exists() is self.hub
 
-    def call(self, function: Callable[..., T], *args: Any) -> T:
+    def call(self, function: Callable[..., Any], *args: Any) -> Any:
         """Run ``function(*args)`` on the owning hub and return (or raise) what it does."""
         waiting_hub = get_hub_if_exists()
         result: Any = _HubResult(waiting_hub) if waiting_hub is not None else _ThreadResult()
@@ -71,8 +70,7 @@ class OwnerHub:
                 raise WebsocketClosedException(CloseCode.ABNORMAL_CLOSE, "The connection's thread has ended")
             self._pending += 1
             self.hub.loop.run_callback_threadsafe(self._start, function, args, result)
-        value: T = result.get()
-        return value
+        return result.get()
 
     def close(self) -> None:
         """From the owning thread, at the end: take no more calls, and finish those taken."""
@@ -193,61 +191,70 @@ class ThreadServedClient(WebsocketClient):
         owner = _owners[self]
         if owner.is_current():
             return super().receive(timeout)
-        return owner.call(super().receive, timeout)
+        message: WebsocketMessage | None = owner.call(super().receive, timeout)
+        return message
 
     def send_text(self, text: str) -> None:
         owner = _owners[self]
         if owner.is_current():
-            return super().send_text(text)
-        return owner.call(super().send_text, text)
+            super().send_text(text)
+        else:
+            owner.call(super().send_text, text)
 
     def send_binary(self, data: bytes | bytearray | memoryview) -> None:
         owner = _owners[self]
         if owner.is_current():
-            return super().send_binary(data)
-        return owner.call(super().send_binary, bytes(data))
+            super().send_binary(data)
+        else:
+            owner.call(super().send_binary, bytes(data))
 
     def stream_text(self, chunks: Iterable[str]) -> None:
         owner = _owners[self]
         if owner.is_current():
-            return super().stream_text(chunks)
-        return owner.call(super().stream_text, list(chunks))
+            super().stream_text(chunks)
+        else:
+            owner.call(super().stream_text, list(chunks))
 
     def stream_binary(self, chunks: Iterable[bytes]) -> None:
         owner = _owners[self]
         if owner.is_current():
-            return super().stream_binary(chunks)
-        return owner.call(super().stream_binary, list(chunks))
+            super().stream_binary(chunks)
+        else:
+            owner.call(super().stream_binary, list(chunks))
 
     def send_encoded(self, message: EncodedMessage) -> None:
         owner = _owners[self]
         if owner.is_current():
-            return super().send_encoded(message)
-        return owner.call(super().send_encoded, message)
+            super().send_encoded(message)
+        else:
+            owner.call(super().send_encoded, message)
 
     def ping(self) -> None:
         owner = _owners[self]
         if owner.is_current():
-            return super().ping()
-        return owner.call(super().ping)
+            super().ping()
+        else:
+            owner.call(super().ping)
 
     def close(self, code: int = CloseCode.NORMAL_CLOSE, reason: str = "") -> None:
         owner = _owners[self]
         if owner.is_current():
-            return super().close(code, reason)
+            super().close(code, reason)
+            return
         try:
-            return owner.call(super().close, code, reason)
+            owner.call(super().close, code, reason)
         except WebsocketClosedException:
-            return None  # its thread ended it already
+            pass  # its thread ended it already
 
     def abort(self) -> None:
         owner = _owners[self]
         if owner.is_current():
-            return super().abort()
+            super().abort()
+            return
         try:
-            return owner.call(super().abort)
+            owner.call(super().abort)
         except WebsocketClosedException:
-            return None
+            pass
 
 
 class _ThreadServedWriter:
@@ -268,9 +275,11 @@ class _ThreadServedWriter:
     def write_nowait(self, message: EncodedMessage) -> int:
         if not self._owner.is_current():
             return -1  # the gateway then sends it through the client, which hands it to the owning hub
-        return self._writer.write_nowait(message)
+        written: int = self._writer.write_nowait(message)
+        return written
 
     def flush(self) -> None:
         if self._owner.is_current():
-            return self._writer.flush()
-        return self._owner.call(self._writer.flush)
+            self._writer.flush()
+        else:
+            self._owner.call(self._writer.flush)

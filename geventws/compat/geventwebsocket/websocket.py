@@ -5,7 +5,7 @@ The original's API, with geventws's behaviour underneath:
 - ``receive()`` returns ``str`` for a text message and ``bytes`` for a binary
   one (the original gives a ``bytearray``), waiting for the whole message;
   ``None`` once the connection is closed; after that it raises
-  :class:`~.exceptions.WebSocketError`, as the original does.
+  :class:`~geventws.compat.geventwebsocket.exceptions.WebSocketError`, as the original does.
 - Invalid UTF-8 closes with 1007, protocol errors with 1002 and messages over
   the client factory's limit with 1009 (the original has no limits and no
   UTF-8 check of fragmented text); ``receive()`` then returns ``None``.
@@ -96,7 +96,7 @@ class WebSocket:
         return current if current is not None else _NoApp()
 
     def receive(self) -> str | bytes | None:
-        """The next whole message; ``None`` once the connection is closed (then :class:`WebSocketError`)."""
+        """The next whole message; ``None`` once the connection is closed (then :class:`~geventws.compat.geventwebsocket.exceptions.WebSocketError`)."""
         if self._ended:
             self.current_app.on_close(MSG_ALREADY_CLOSED)
             raise WebSocketError(MSG_ALREADY_CLOSED)
@@ -112,7 +112,7 @@ class WebSocket:
     def send(self, message: Any, binary: bool | None = None, do_compress: bool = True) -> None:
         """Send one message: binary for bytes-like values, text for ``str`` (``binary`` overrides).
 
-        Raises :class:`WebSocketError` once the connection is closed.
+        Raises :class:`~geventws.compat.geventwebsocket.exceptions.WebSocketError` once the connection is closed.
         ``do_compress`` is accepted and ignored: compression is negotiated
         by the endpoint's compression factory.
         """

@@ -2,7 +2,7 @@
 
 geventws's worker (:class:`geventws.gunicorn.Worker`: graceful 1001 on
 shutdown, gunicorn's access log) serving requests with
-:class:`~..handler.WebSocketHandler`, so apps get ``environ["wsgi.websocket"]``.
+:class:`~geventws.compat.geventwebsocket.handler.WebSocketHandler`, so apps get ``environ["wsgi.websocket"]``.
 """
 
 from __future__ import annotations
