@@ -142,8 +142,12 @@ def gunicorn(
     chdir: Path = TESTS,
     stop: bool = True,
     env: dict[str, str] | None = None,
+    stop_signal: int | None = None,
 ) -> Iterator[Served]:
-    """A real gunicorn master on a free port with ``arguments`` (``-k``, ``-w``, ...); ``env`` adds variables."""
+    """A real gunicorn master on a free port with ``arguments`` (``-k``, ``-w``, ...); ``env`` adds variables.
+
+    ``stop_signal`` replaces the graceful SIGTERM (SIGINT: gunicorn's quick shutdown).
+    """
     port = free_port()
     log_path = log_dir / f"gunicorn-{port}.log"
     command = [sys.executable, "-m", "gunicorn", "-b", f"127.0.0.1:{port}", "--chdir", str(chdir)]
@@ -158,7 +162,7 @@ def gunicorn(
         yield served
     finally:
         if process.poll() is None:
-            process.send_signal(signal.SIGTERM if stop else signal.SIGKILL)
+            process.send_signal(stop_signal or (signal.SIGTERM if stop else signal.SIGKILL))
             try:
                 process.wait(15)
             except subprocess.TimeoutExpired:

@@ -7,6 +7,7 @@ are checked against ours only.
 
 from __future__ import annotations
 
+import signal
 from collections.abc import Iterator
 
 import pytest
@@ -26,7 +27,8 @@ def served(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFact
     if server.startswith("flask run"):
         context = flask_run(log_dir, *server.split()[2:], app=APP, env=env)
     else:
-        context = gunicorn(log_dir, *server.split()[1:], app=APP, env=env)
+        # SIGINT: what is tested here is serving, not the graceful stop (gthread would wait for its threads).
+        context = gunicorn(log_dir, *server.split()[1:], app=APP, env=env, stop_signal=signal.SIGINT)
     with context as running:
         running.extra["implementation"] = implementation
         yield running
@@ -101,7 +103,7 @@ def test_bad_input_gets_our_close_codes(ours: Served, send: object, code: int) -
     ws = ours.connect("/echo")
     send(ws)  # type: ignore[operator]
     assert close_code(ws)[0] == code
-    ws.close()
+    ws.shutdown()  # both close frames are through: drop TCP without waiting
 
 
 def test_plain_request_to_a_websocket_route_is_told_to_upgrade(ours: Served) -> None:

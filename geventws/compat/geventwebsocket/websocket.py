@@ -96,7 +96,7 @@ class WebSocket:
         return current if current is not None else _NoApp()
 
     def receive(self) -> str | bytes | None:
-        """The next whole message; ``None`` once the connection is closed (then :class:`~geventws.compat.geventwebsocket.exceptions.WebSocketError`)."""
+        """The next whole message; ``None`` once the connection is closed, and after that ``WebSocketError``."""
         if self._ended:
             self.current_app.on_close(MSG_ALREADY_CLOSED)
             raise WebSocketError(MSG_ALREADY_CLOSED)

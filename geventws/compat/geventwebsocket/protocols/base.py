@@ -1,4 +1,4 @@
-"""gevent-websocket's ``BaseProtocol``: what a :class:`~geventws.compat.geventwebsocket.resource.WebSocketApplication` hands its events to."""
+"""gevent-websocket's ``BaseProtocol``: what a ``WebSocketApplication`` hands its events to."""
 
 from __future__ import annotations
 
