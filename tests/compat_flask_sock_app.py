@@ -19,7 +19,11 @@ else:
     from geventws.compat.flask_sock import ConnectionClosed, Sock
 
 app = Flask(__name__)
-app.config["SOCK_SERVER_OPTIONS"] = {"ping_interval": 25, "max_message_size": 2 * 1024 * 1024}
+app.config["SOCK_SERVER_OPTIONS"] = {
+    "ping_interval": 25,
+    "max_message_size": 2 * 1024 * 1024,
+    "subprotocols": ["chat.v2", "chat.v1"],
+}
 sock = Sock(app)
 chat_members: list[Any] = []
 chat_lock = threading.Lock()
@@ -35,6 +39,11 @@ def echo(ws: Any) -> None:
     while True:
         data = ws.receive()
         ws.send(data)
+
+
+@sock.route("/subprotocol")
+def subprotocol(ws: Any) -> None:
+    ws.send(f"speaking {ws.subprotocol}")
 
 
 @sock.route("/timeout")

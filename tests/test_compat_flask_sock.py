@@ -27,8 +27,10 @@ def served(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFact
     if server.startswith("flask run"):
         context = flask_run(log_dir, *server.split()[2:], app=APP, env=env)
     else:
-        # SIGINT: what is tested here is serving, not the graceful stop (gthread would wait for its threads).
-        context = gunicorn(log_dir, *server.split()[1:], app=APP, env=env, stop_signal=signal.SIGINT)
+        # What is tested here is serving, not the graceful stop: SIGINT, and a worker that
+        # still has threads (simple-websocket's) is killed by its master after a second.
+        arguments = [*server.split()[1:], "--graceful-timeout", "1"]
+        context = gunicorn(log_dir, *arguments, app=APP, env=env, stop_signal=signal.SIGINT)
     with context as running:
         running.extra["implementation"] = implementation
         yield running
@@ -52,18 +54,27 @@ def test_echo_and_plain_http(served: Served) -> None:
     ws.close()
 
 
+def test_subprotocols_of_sock_server_options(served: Served) -> None:
+    ws = served.connect("/subprotocol", subprotocols=["other", "chat.v1", "chat.v2"])
+    assert ws.getsubprotocol() == "chat.v1"  # the client's first supported one, as simple-websocket chooses
+    assert ws.recv() == "speaking chat.v1"
+    ws.close()
+
+
 def test_receive_with_a_timeout(served: Served) -> None:
     ws = served.connect("/timeout")
     assert ws.recv() == "timed out"
     ws.send("late")
     assert ws.recv() == "then late"
     assert close_code(ws) == (1000, "")  # the handler returned
+    ws.shutdown()
 
 
 def test_close_with_reason_and_message(served: Served) -> None:
     ws = served.connect("/close")
     ws.send("go")
     assert close_code(ws) == (4002, "closing now")
+    ws.shutdown()
 
 
 def test_chat_sends_to_every_other_connection(served: Served) -> None:

@@ -60,6 +60,7 @@ def test_handler_sees_the_session(served: Served) -> None:
     ws = served.connect("/ws/whoami", cookie=cookie)
     assert ws.recv() == "ada on /ws/whoami"
     assert close_code(ws) == (1000, "")  # the handler returned
+    ws.shutdown()
 
 
 def test_route_with_url_variables(served: Served) -> None:
@@ -73,6 +74,18 @@ def test_bad_input_closes_without_a_traceback(served: Served) -> None:
     ws.send(b"\xc3\x28", opcode=websocket.ABNF.OPCODE_TEXT)
     assert close_code(ws)[0] == 1007
     ws.shutdown()  # both close frames are through: drop TCP without waiting
+
+
+def test_a_path_without_a_websocket_route(served: Served) -> None:
+    if served.name.startswith("flask run"):  # the handshake reaches Flask, which refuses it
+        with pytest.raises(websocket.WebSocketBadStatusException) as refused:
+            served.connect("/ws/nowhere")
+        assert refused.value.status_code == 404
+        return
+    # gevent-websocket's handler upgraded before the app was asked: the app's refusal closes with 1008
+    ws = served.connect("/ws/nowhere")
+    assert close_code(ws) == (1008, "404 NOT FOUND")
+    ws.shutdown()
 
 
 def test_the_server_logged_no_error(served: Served) -> None:

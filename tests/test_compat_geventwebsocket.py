@@ -135,6 +135,7 @@ def test_returning_app_closes_with_1000(gws: types.SimpleNamespace, request: pyt
         ws = connect(port, "/info")
         ws.recv()
         assert close_code(ws) == (1000, "")
+        ws.shutdown()
 
 
 def test_close_with_code_and_reason(gws: types.SimpleNamespace, request: pytest.FixtureRequest) -> None:
@@ -144,6 +145,7 @@ def test_close_with_code_and_reason(gws: types.SimpleNamespace, request: pytest.
         ws = connect(port, "/close")
         ws.send("close please")
         assert close_code(ws) == (4001, "custom")
+        ws.shutdown()
 
 
 def test_client_closing(gws: types.SimpleNamespace, request: pytest.FixtureRequest) -> None:
@@ -156,6 +158,7 @@ def test_client_closing(gws: types.SimpleNamespace, request: pytest.FixtureReque
         assert close_code(ws)[0] == 4000  # the echo (geventws echoes the code, not the reason)
         assert app.done.wait(10)
         assert app.seen == [None]
+        ws.shutdown()
 
 
 def test_twenty_concurrent_clients(gws: types.SimpleNamespace) -> None:

@@ -8,6 +8,10 @@ original); on acceptance the WSGI app is called with
 when the app returns (1011 and a logged traceback if it raises).  Any other
 request reaches the app as plain HTTP, without those keys.
 
+An app inside that answers 4xx, as a :mod:`geventws.flask` route refusing
+the handshake does (its origin policy, ``before_request``), has the
+connection closed with 1008 and that status as the reason.
+
 ``handler.server.clients`` maps each peer address to a :class:`Client`
 while its app runs, and ``handler.active_client`` is the current one, as
 gevent-websocket's chat example uses them.  The limits, heartbeat and rate
@@ -30,6 +34,7 @@ from ...connection.client_factory import Rfc6455ClientFactory, WebsocketClientFa
 from ...http.acceptor import Rfc6455Acceptor, WebsocketAcceptor
 from ...http.endpoint import UPGRADED_KEY, CompressionFactory, Websocket
 from ...http.pywsgi_handler import WebsocketWSGIHandler
+from ...protocol.close import CloseCode
 from .exceptions import WebSocketError
 from .websocket import WebSocket
 
@@ -134,8 +139,13 @@ def _run_app(client: WebsocketClient, request: Request, response: Response) -> N
     clients: dict[Any, Client] = server.clients
     address = handler.client_address
     clients[address] = Client(address, ws)
+    answer = _Answer()
     try:
-        _consume(handler.application(environ, _ignore_start_response))
+        _consume(handler.application(environ, answer.start_response))
+        if answer.refused and not client.is_closed:
+            # A geventws endpoint inside the app (a Flask route) refused this handshake
+            # (its origin policy, before_request): the connection carries nothing of the app.
+            client.close(CloseCode.POLICY_VIOLATION, answer.status[:123])
     except WebSocketError:
         if not client.is_closed:
             raise
@@ -159,6 +169,20 @@ def _consume(result: Iterable[bytes] | None) -> None:
             close()
 
 
-def _ignore_start_response(status: str, headers: list[tuple[str, str]], exc_info: Any = None) -> Any:
-    """What the app answers once upgraded has no HTTP response to go to."""
-    return lambda data: None
+class _Answer:
+    """What the app answers once the connection is upgraded: no HTTP response goes out; a refusal is noted."""
+
+    status = ""
+
+    def start_response(self, status: str, headers: list[tuple[str, str]], exc_info: Any = None) -> Any:
+        self.status = status
+        return _discard
+
+    @property
+    def refused(self) -> bool:
+        """Whether the app answered 4xx (as a geventws route that refuses the handshake does)."""
+        return self.status[:1] == "4"
+
+
+def _discard(data: bytes) -> None:
+    pass
