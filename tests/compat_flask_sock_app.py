@@ -11,7 +11,7 @@ import os
 import threading
 from typing import Any
 
-from flask import Flask
+from flask import Blueprint, Flask
 
 if os.environ.get("COMPAT_ORIGINAL"):
     from flask_sock import ConnectionClosed, Sock
@@ -25,6 +25,7 @@ app.config["SOCK_SERVER_OPTIONS"] = {
     "subprotocols": ["chat.v2", "chat.v1"],
 }
 sock = Sock(app)
+api = Blueprint("api", __name__, url_prefix="/api")
 chat_members: list[Any] = []
 chat_lock = threading.Lock()
 
@@ -39,6 +40,13 @@ def echo(ws: Any) -> None:
     while True:
         data = ws.receive()
         ws.send(data)
+
+
+@sock.route("/echo/<int:times>", bp=api)
+def repeat(ws: Any, times: int) -> None:
+    """A blueprint's route with a URL variable (the app registers the blueprint)."""
+    data = ws.receive()
+    ws.send(data * times)
 
 
 @sock.route("/subprotocol")
@@ -87,3 +95,6 @@ def thread(ws: Any) -> None:
     data = ws.receive()
     threading.Thread(target=ws.send, args=(f"from a thread: {data}",)).start()
     ws.send(f"handler got {ws.receive()}")
+
+
+app.register_blueprint(api)

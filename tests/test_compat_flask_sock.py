@@ -54,6 +54,14 @@ def test_echo_and_plain_http(served: Served) -> None:
     ws.close()
 
 
+def test_a_blueprint_route_with_url_variables(served: Served) -> None:
+    ws = served.connect("/api/echo/3")
+    ws.send("ab")
+    assert ws.recv() == "ababab"
+    assert close_code(ws) == (1000, "")
+    ws.shutdown()
+
+
 def test_subprotocols_of_sock_server_options(served: Served) -> None:
     ws = served.connect("/subprotocol", subprotocols=["other", "chat.v1", "chat.v2"])
     assert ws.getsubprotocol() == "chat.v1"  # the client's first supported one, as simple-websocket chooses

@@ -155,6 +155,7 @@ class Sock:
             handle.__name__ = f.__name__
             handle.__doc__ = f.__doc__
             kwargs.pop("websocket", None)
+            kwargs.pop("methods", None)  # a WebSocket route answers GET
             self._websockets.route(path, blueprint=bp, **kwargs)(handle)
             return f
 

@@ -68,6 +68,7 @@ class Sockets:
 
     def add_url_rule(self, rule: str, endpoint: str | None, f: Handler, **options: Any) -> None:
         """Register ``f`` for WebSocket connections on ``rule`` (``endpoint`` defaults to its name)."""
+        options.pop("methods", None)  # a WebSocket route answers GET
         self._websockets.route(rule, endpoint=endpoint or f.__name__, **options)(_adapt(f))
 
     def register_blueprint(self, blueprint: flask.Blueprint, **options: Any) -> None:
