@@ -125,6 +125,13 @@ def test_bad_input_gets_our_close_codes(ours: Served, send: object, code: int) -
     ws.shutdown()  # both close frames are through: drop TCP without waiting
 
 
+def test_another_sites_page_is_refused(ours: Served) -> None:
+    """The layer shares geventws.flask's default: same origin only (flask-sock accepts any)."""
+    with pytest.raises(websocket.WebSocketBadStatusException) as refused:
+        ours.connect("/echo", origin="https://elsewhere.example")
+    assert refused.value.status_code == 403
+
+
 def test_plain_request_to_a_websocket_route_is_told_to_upgrade(ours: Served) -> None:
     assert ours.get("/echo")[0] == 426
 

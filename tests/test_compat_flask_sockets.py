@@ -88,6 +88,19 @@ def test_a_path_without_a_websocket_route(served: Served) -> None:
     ws.shutdown()
 
 
+def test_another_sites_page_is_refused(served: Served) -> None:
+    """The layer shares geventws.flask's default: same origin only."""
+    if served.name.startswith("flask run"):
+        with pytest.raises(websocket.WebSocketBadStatusException) as refused:
+            served.connect("/ws/echo", origin="https://elsewhere.example")
+        assert refused.value.status_code == 403
+        return
+    # gevent-websocket's handler (any origin, as the original) upgraded first; the route refuses
+    ws = served.connect("/ws/echo", origin="https://elsewhere.example")
+    assert close_code(ws) == (1008, "403 FORBIDDEN")
+    ws.shutdown()
+
+
 def test_the_server_logged_no_error(served: Served) -> None:
     """Run last for each server: nothing above left a traceback in gunicorn's log."""
     log = served.log()
