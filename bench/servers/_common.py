@@ -6,6 +6,7 @@ Each script under this folder is one server, started by ``bench/run.py`` as
 - echoes each message back with the same type (text as text, binary as binary);
 - on the text message ``broadcast:<n>`` sends ``n`` bytes (one binary message)
   to every *other* connected client instead of echoing;
+- geventws' scripts answer the text message ``stats`` with :func:`process_stats`;
 - is configured alike: no compression unless ``--deflate``, no inbound rate
   limit, no heartbeat, message size limit ``MESSAGE_LIMIT``;
 - prints one line ``READY {json}`` on stdout once it listens, then nothing more
@@ -54,6 +55,34 @@ def broadcast_size(message: object) -> int | None:
     if isinstance(message, str) and message.startswith(BROADCAST_PREFIX):
         return int(message[len(BROADCAST_PREFIX) :])
     return None
+
+
+_SNAPSHOT: list[object] = []
+
+
+def process_stats(top: int = 0) -> str:
+    """The answer to the text message ``stats[:top]`` (``bench/quiet.py``): memory and objects, as JSON.
+
+    Traced (``PYTHONTRACEMALLOC``), ``top`` > 0 adds the ``top`` source lines whose
+    allocations grew most since the previous call.
+    """
+    import gc
+    import os
+    import tracemalloc
+
+    lines = []
+    if tracemalloc.is_tracing() and top:
+        snapshot = tracemalloc.take_snapshot()
+        if _SNAPSHOT:
+            lines = [str(stat) for stat in snapshot.compare_to(_SNAPSHOT.pop(), "lineno")[:top]]
+        _SNAPSHOT.append(snapshot)
+
+    with open("/proc/self/statm") as statm:
+        rss = int(statm.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+    traced = tracemalloc.get_traced_memory()[0] if tracemalloc.is_tracing() else 0
+    return json.dumps(
+        {"rss_bytes": rss, "tracemalloc_bytes": traced, "gc_objects": len(gc.get_objects()), "top": lines}
+    )
 
 
 def broadcast_payload(size: int) -> bytes:

@@ -20,7 +20,15 @@ import logging  # noqa: E402
 import sys  # noqa: E402
 
 import gevent  # noqa: E402
-from _common import HOST, MESSAGE_LIMIT, broadcast_payload, broadcast_size, parse_args, ready  # noqa: E402
+from _common import (  # noqa: E402
+    HOST,
+    MESSAGE_LIMIT,
+    broadcast_payload,
+    broadcast_size,
+    parse_args,
+    process_stats,
+    ready,
+)
 
 import geventws  # noqa: E402
 
@@ -105,6 +113,8 @@ def handle_client(client, request, response) -> None:  # type: ignore[no-untyped
                 size = broadcast_size(data)
                 if size is not None:
                     BROADCAST(client, broadcast_payload(size))
+                elif data.startswith("stats"):
+                    client.send_text(process_stats(int(data[6:] or 0)))
                 else:
                     client.send_text(data)
             else:
