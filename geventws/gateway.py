@@ -32,6 +32,7 @@ from gevent.event import Event
 from gevent.pool import Pool
 
 from .connection.client import WebsocketClient
+from .connection.fanout import write_nowait_each
 from .history import BinaryPayload, History, TextPayload, messages_after, resolve
 from .protocol.close import CloseCode, WebsocketClosedException, WebsocketCloseInfo
 from .protocol.engine import DEFAULT_FRAME_SPLIT_THRESHOLD
@@ -93,6 +94,12 @@ class SendResult:
     def _succeed(self, client_id: int) -> None:
         self.successes.append(client_id)
         self._resolve()
+
+    def _succeed_all(self, client_ids: list[int]) -> None:
+        if client_ids:
+            self.successes.extend(client_ids)
+            self._pending -= len(client_ids) - 1
+            self._resolve()
 
     def _fail(self, client_id: int, error: BaseException) -> None:
         self.errors[client_id] = error
@@ -323,9 +330,10 @@ class WebsocketClientGateway:
             return result
         message = EncodedMessage.encode(data, self._split)  # once for every recipient
         size = len(message.wire)
-        for outbox in outboxes:
-            written = 0
-            if not outbox.draining and not outbox.closed:
+        for outbox, written in self._write_idle(message, outboxes, result):
+            if written >= 0:
+                pass  # an idle client's socket took part or nothing: the rest is queued
+            elif not outbox.draining and not outbox.closed:
                 # Idle client: write in this greenlet, no pool greenlet unless the socket is full.
                 written = self._begin(outbox, message, result)
                 if written < 0:
@@ -338,6 +346,33 @@ class WebsocketClientGateway:
                 outbox.draining = True
                 self._pool.spawn(self._drain, outbox)
         return result
+
+    def _write_idle(
+        self, message: EncodedMessage, outboxes: list[_Outbox], result: SendResult
+    ) -> list[tuple[_Outbox, int]]:
+        """Write to every idle client in one go (:mod:`~geventws.connection.fanout`).
+
+        Returns the clients that did not take it whole, each with what it
+        took: bytes (its writer keeps the rest), or -1 when not written to.
+        """
+        idle = [box for box in outboxes if not (box.draining or box.closed or box.client.is_compression_enabled)]
+        if len(idle) < 2:
+            return [(box, -1) for box in outboxes]
+        written = write_nowait_each(message, [box.client.writer for box in idle])
+        if written is None:  # the common case: every idle socket took it all
+            result._succeed_all([box.client.id for box in idle])
+            self.deliveries += len(idle)
+            if len(idle) == len(outboxes):
+                return []
+            tried = {id(box) for box in idle}
+            return [(box, -1) for box in outboxes if id(box) not in tried]
+        size = len(message.wire)
+        done = [box.client.id for box, count in zip(idle, written, strict=True) if count == size]
+        result._succeed_all(done)
+        self.deliveries += len(done)
+        rest = [(box, count) for box, count in zip(idle, written, strict=True) if count != size]
+        tried = {id(box) for box in idle}
+        return rest + [(box, -1) for box in outboxes if id(box) not in tried]
 
     def _begin(self, outbox: _Outbox, message: EncodedMessage, result: SendResult) -> int:
         """Try to write without blocking: bytes written (0: queue it whole; the writer holds the rest), -1 when done."""
