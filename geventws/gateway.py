@@ -165,15 +165,25 @@ class WebsocketGateway(Protocol):
 class _Outbox:
     """One client's pending gateway messages; drained by at most one greenlet."""
 
-    __slots__ = ("client", "items", "size", "draining", "closed")
+    __slots__ = ("client", "_items", "size", "draining", "closed")
 
     def __init__(self, client: WebsocketClient) -> None:
         self.client = client
-        # (message, size, result, begun): begun for a message whose rest the client's writer holds
-        self.items: deque[tuple[EncodedMessage, int, SendResult, bool]] = deque()
+        self._items: deque[tuple[EncodedMessage, int, SendResult, bool]] | None = None
         self.size = 0
         self.draining = False
         self.closed = False
+
+    @property
+    def items(self) -> deque[tuple[EncodedMessage, int, SendResult, bool]]:
+        """(message, size, result, begun): begun for a message whose rest the client's writer holds.
+
+        Made when a message first waits: a client that keeps up never needs
+        one (an empty deque costs about 600 bytes).
+        """
+        if self._items is None:
+            self._items = deque()
+        return self._items
 
 
 class WebsocketClientGateway:

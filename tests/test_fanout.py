@@ -130,7 +130,7 @@ def test_write_nowait_each_counts_what_went_out_and_skips_busy_and_closed_writer
     (idle, idle_peer), (busy, busy_peer), (closing, _), (other, other_peer) = clients(4)
     closing.close()
     message = EncodedMessage.encode(b"broadcast", 32 * 1024)
-    with busy.writer._message_lock:  # a streamed message is under way: the broadcast must wait for it
+    with busy.writer._message_locked():  # a streamed message is under way: the broadcast must wait for it
         results = fanout.write_nowait_each(message, [idle.writer, busy.writer, closing.writer, other.writer])
     size = len(message.wire)
     assert results == [size, -1, -1, size]

@@ -85,8 +85,8 @@ def write_nowait_each(message: EncodedMessage, writers: Sequence[Writer]) -> lis
             or writer._partial is not None
             or writer._lost
             or writer._engine.state is not _OPEN
-            or writer._write_lock.locked()
-            or writer._message_lock.locked()
+            or (writer._write_lock is not None and writer._write_lock.locked())
+            or (writer._message_lock is not None and writer._message_lock.locked())
         ):
             if results is None:
                 results = [size] * len(writers)

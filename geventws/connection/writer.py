@@ -96,8 +96,9 @@ class Writer:
         self._stats = stats
         self._closed_error = closed_error
         self.write_timeout = write_timeout
-        self._write_lock = Semaphore()
-        self._message_lock = Semaphore()
+        # Made on first use: a connection that never sends holds no lock.
+        self._write_lock: Semaphore | None = None
+        self._message_lock: Semaphore | None = None
         self._partial: memoryview | None = None  # the rest of a frame write_nowait() began
         self._partial_frames = 0
         self._partial_message = False  # the partial write is a message (counted when done), not control frames
@@ -111,27 +112,30 @@ class Writer:
     @property
     def is_busy(self) -> bool:
         """Whether a write or a multi-frame message is in progress (the peer is busy reading, not gone)."""
-        return bool(self._write_lock.locked() or self._message_lock.locked())
+        return _held(self._write_lock) or _held(self._message_lock)
 
     # ------------------------------------------------------------- messages
 
     def send_message(self, data: str | bytes) -> None:
         """Encode and write one whole message."""
         if len(data) <= _SINGLE_WRITE:
-            with self._write_lock:
+            write_lock = self._write_lock
+            if write_lock is None:
+                write_lock = self._write_lock = Semaphore()
+            with write_lock:
                 # Rechecked under the write lock: a streamed message may have begun while we waited.
-                if not self._message_lock.locked():
+                if not _held(self._message_lock):
                     self._check_open()
                     buffers, frames = self._engine.encode(data)
                     self._write(buffers, frames)  # one write, however many frames: nothing gets between them
                     self._count_message()
                     return
-        with self._message_lock:
-            with self._write_lock:
+        with self._message_locked():
+            with self._write_locked():
                 self._check_open()
                 buffers, frames = self._engine.encode(data)
             for batch, batch_frames in _batches(buffers, frames):
-                with self._write_lock:
+                with self._write_locked():
                     self._check_open()
                     self._write(batch, batch_frames)
             self._count_message()
@@ -143,7 +147,7 @@ class Writer:
         connection cannot carry another: ``on_error`` runs (it starts the
         close), then the error propagates.
         """
-        with self._message_lock:
+        with self._message_locked():
             self._check_open()
             pending: str | bytes | None = None
             try:
@@ -162,11 +166,11 @@ class Writer:
 
     def send_chunk(self, data: str | bytes, fin: bool) -> None:
         """Encode and write one chunk of the message :meth:`stream` writes (under its message lock)."""
-        with self._write_lock:
+        with self._write_locked():
             self._check_open()
             buffers, frames = self._engine.encode(data, fin)
         for batch, batch_frames in _batches(buffers, frames):
-            with self._write_lock:
+            with self._write_locked():
                 self._check_open()
                 self._write(batch, batch_frames)
         if fin:
@@ -174,7 +178,7 @@ class Writer:
 
     def send_encoded(self, message: EncodedMessage) -> None:
         """Write a message serialized once for many clients (see :mod:`geventws.gateway`)."""
-        with self._message_lock, self._write_lock:
+        with self._message_locked(), self._write_locked():
             self._check_open()
             self._write([message.wire], message.frame_count)
             self._count_message()
@@ -188,21 +192,21 @@ class Writer:
         frame; the caller makes sure :meth:`flush` runs (in a greenlet of its own).
         Raises :class:`~geventws.WebsocketClosedException` when closed.
         """
-        if self._raw is None or self._partial is not None or self._write_lock.locked() or self._message_lock.locked():
+        if self._raw is None or self._partial is not None or _held(self._write_lock) or _held(self._message_lock):
             return -1
         self._check_open()
         return self._send_now(message.wire, message.frame_count, True)
 
     def flush(self) -> None:
         """Finish what :meth:`write_nowait` began, blocking as needed."""
-        with self._write_lock:
+        with self._write_locked():
             self._flush_partial()
 
     # --------------------------------------------------------------- control
 
     def send_control(self) -> None:
         """Write the control frames the engine queued (pongs, close frames), if any."""
-        with self._write_lock:
+        with self._write_locked():
             frames = self._engine.data_to_send()
             if frames:
                 self._write([b"".join(frames)] if len(frames) > 1 else frames, len(frames))
@@ -217,7 +221,7 @@ class Writer:
         a write is in progress, the socket took only part (the writer keeps
         the rest, as for :meth:`write_nowait`), or the socket is TLS.
         """
-        if self._write_lock.locked() or self._partial is not None or self._raw is None:
+        if _held(self._write_lock) or self._partial is not None or self._raw is None:
             return False
         frames = self._engine.data_to_send()
         if not frames:
@@ -234,13 +238,27 @@ class Writer:
 
     def send_ping(self, payload: bytes) -> None:
         """Queue a ping in the engine and write it; raises :class:`~geventws.WebsocketClosedException` once closing."""
-        with self._write_lock:
+        with self._write_locked():
             self._check_open()
             self._engine.send_ping(payload)
             frames = self._engine.data_to_send()
             self._write(frames, len(frames))
 
     # ----------------------------------------------------------------- I/O
+
+    def _write_locked(self) -> Semaphore:
+        """The write lock, made on first use."""
+        lock = self._write_lock
+        if lock is None:
+            lock = self._write_lock = Semaphore()
+        return lock
+
+    def _message_locked(self) -> Semaphore:
+        """The message lock, made on first use."""
+        lock = self._message_lock
+        if lock is None:
+            lock = self._message_lock = Semaphore()
+        return lock
 
     def _check_open(self) -> None:
         if self._engine.state is not EngineState.OPEN or self._lost:
@@ -392,6 +410,11 @@ def _batches(buffers: list[bytes | memoryview], frames: int) -> Iterator[tuple[l
             batch, size = [], 0
     if batch:
         yield batch, len(batch) // step
+
+
+def _held(lock: Semaphore | None) -> bool:
+    """Whether ``lock`` exists and someone holds it."""
+    return lock is not None and bool(lock.locked())
 
 
 def _peer(sock: stdlib_socket.socket) -> object:
