@@ -40,6 +40,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import chart
 import loadgen
 import uvloop
 from servers._common import raise_nofile
@@ -49,6 +50,13 @@ SERVERS_DIR = BENCH / "servers"
 RESULTS = BENCH / "results"
 HOST = "127.0.0.1"
 BASELINE = "websockets-asyncio"
+#: The scale cell: one server holding this many connections (the hard limit of open files here is 20,000).
+SCALE_CLIENTS = 15000
+#: Servers that cannot hold that many connections within the limit on open files.
+SCALE_SKIP = {
+    "websockets-sync": "three descriptors per connection (the socket and a socketpair)",
+    "flask-sock": "two descriptors per connection (simple-websocket dup()s the socket)",
+}
 KIB, MIB = 1024, 1024 * 1024
 SERVER_CORE, CLIENT_CORE = 0, 1
 
@@ -188,6 +196,7 @@ def build_cells(quick: bool) -> list[Cell]:
                     Metric("all_ms", "all received ms", False),
                     Metric("p50_ms", "p50 ms", False),
                     Metric("p99_ms", "p99 ms", False),
+                    Metric("cpu_us", "server CPU µs/delivery", False),
                 ],
             )
         )
@@ -197,6 +206,22 @@ def build_cells(quick: bool) -> list[Cell]:
         idle_metrics.append(Metric(f"rss_kib@{level}", f"{level // 1000}k idle: RSS KiB/conn", False))
         idle_metrics.append(Metric(f"hs_s@{level}", f"{level // 1000}k idle: handshakes/s", True))
     cells.append(Cell("idle", "idle", "idle connections", {"levels": levels}, idle_metrics))
+    if not quick:
+        cells.append(
+            Cell(
+                f"scale-{SCALE_CLIENTS}",
+                "scale",
+                f"{SCALE_CLIENTS // 1000}k connections, broadcast 64 B to all",
+                {"clients": SCALE_CLIENTS, "size": 64, "rounds": 5},
+                [
+                    Metric("hs_s", "handshakes/s", True),
+                    Metric("rss_kib", "RSS KiB/conn", False),
+                    Metric("cpu_us", "server CPU µs/delivery", False),
+                    Metric("all_ms", "all received ms", False),
+                    Metric("p50_ms", "p50 ms", False),
+                ],
+            )
+        )
     for conns, size in [(10, KIB)] if quick else [(10, KIB), (10, 64 * KIB)]:
         cells.append(
             Cell(
@@ -406,7 +431,7 @@ def probe_geventws_deflate() -> bool:
 
 
 def cell_timeout(cell: Cell, opts: argparse.Namespace) -> float:
-    if cell.scenario == "idle":
+    if cell.scenario in ("idle", "scale"):
         return 180.0
     if cell.scenario == "broadcast":
         return 90.0
@@ -432,6 +457,10 @@ async def run_scenario(cell: Cell, server: ServerProcess, opts: argparse.Namespa
     if cell.scenario == "broadcast":
         urls = server.config.get("urls") or [server.url]  # several processes: the listeners are spread over them
         return await loadgen.broadcast(urls, server.pid, clients=p["clients"], size=p["size"], rounds=p["rounds"])
+    if cell.scenario == "scale":
+        if server.spec.name in SCALE_SKIP:
+            raise loadgen.ScenarioSkipped(SCALE_SKIP[server.spec.name])
+        return await loadgen.scale(server.url, server.pid, clients=p["clients"], size=p["size"], rounds=p["rounds"])
     if cell.scenario == "idle":
         result = await loadgen.idle(server.url, server.pid, levels=p["levels"])
         flat: dict[str, Any] = {
@@ -525,6 +554,8 @@ def estimate(order: list[Any], opts: argparse.Namespace) -> float:
             total += 1.5 + cell.params["clients"] / 1000 * 2
         elif cell.scenario == "idle":
             total += 2 + max(cell.params["levels"]) / 2500
+        elif cell.scenario == "scale":
+            total += 4 + cell.params["clients"] / 2000
         else:
             total += per[cell.scenario]
     return total
@@ -681,7 +712,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         default=os.environ.get("BENCH_QUICK", "") not in ("", "0"),
         help="a ~3 minute subset, 1 repeat (also BENCH_QUICK=1)",
     )
-    parser.add_argument("--scenarios", default="", help="comma list of echo,stream,broadcast,idle,deflate")
+    parser.add_argument("--scenarios", default="", help="comma list of echo,stream,broadcast,idle,scale,deflate")
     parser.add_argument("--servers", default="", help="comma list of server names (the baseline is always added)")
     parser.add_argument("--cells", default="", help="comma list of cell ids or globs, e.g. 'echo-c100-*,idle'")
     parser.add_argument("--repeats", type=int, default=None, help="rounds of the whole matrix (3; quick: 1)")
@@ -870,6 +901,16 @@ def main(argv: list[str] | None = None) -> int:
     (out / f"{stamp}.json").write_text(json.dumps(document, indent=1, default=str))
     (out / f"{stamp}.md").write_text(report)
     print(f"wrote {out / (stamp + '.json')} and {out / (stamp + '.md')}")
+    try:
+        document = json.loads((out / f"{stamp}.json").read_text())  # as chart.py reads it
+        chart.draw(document, out / f"{stamp}.png")
+        (out / f"{stamp}-table.txt").write_text(chart.table(document))
+    except ImportError as error:  # matplotlib is in bench/requirements.txt; without it, no chart
+        print(f"no chart: {error}")
+    else:
+        print(chart.table(document))
+        print(f"wrote the chart {out / (stamp + '.png')} and its table {out / (stamp + '-table.txt')}")
+        print(f"into the docs and README: {sys.executable} bench/chart.py {out / (stamp + '.json')} --docs")
     return 130 if interrupted else 0
 
 
