@@ -95,7 +95,7 @@ class Server:
     def stop(self) -> None:
         self.process.send_signal(2)  # SIGINT: gevent.wait() raises KeyboardInterrupt, the tool writes its output
         try:
-            self.process.wait(120)
+            self.process.wait(600)
         except subprocess.TimeoutExpired:
             self.process.kill()
             self.process.wait()
@@ -125,29 +125,54 @@ def read_frames(sock: socket.socket, count: int) -> bytes:
     return payload
 
 
+def finished_messages(buffer: bytearray) -> int:
+    """Take the complete server frames off ``buffer``; how many ended a message (FIN)."""
+    done = 0
+    while len(buffer) >= 2:
+        size = buffer[1] & 0x7F
+        offset = 2
+        if size == 126:
+            if len(buffer) < 4:
+                break
+            offset, size = 4, int.from_bytes(buffer[2:4], "big")
+        elif size == 127:
+            if len(buffer) < 10:
+                break
+            offset, size = 10, int.from_bytes(buffer[2:10], "big")
+        if len(buffer) < offset + size:
+            break
+        done += buffer[0] >> 7
+        del buffer[: offset + size]
+    return done
+
+
 def drive_echo(server: Server, conns: list[socket.socket], rounds: int, size: int) -> int:
     message = frame(0x2, b"x" * size)
+
+    def send(sock: socket.socket) -> None:
+        sock.setblocking(True)  # a large message does not fit the socket at once
+        sock.sendall(message)
+        sock.setblocking(False)
+
     selector = selectors.DefaultSelector()
     left = {}
+    buffers: dict[socket.socket, bytearray] = {}
     for sock in conns:
-        sock.setblocking(False)
         selector.register(sock, selectors.EVENT_READ)
         left[sock] = rounds
-        sock.send(message)
-    expect = len(message) - 4  # unmasked, no mask key
-    got: dict[socket.socket, int] = dict.fromkeys(conns, 0)
+        buffers[sock] = bytearray()
+        send(sock)
     while left:
         for key, _ in selector.select():
-            sock = key.fileobj
-            data = sock.recv(65536)
+            sock = key.fileobj  # type: ignore[assignment]
+            data = sock.recv(1 << 20)
             if not data:
                 raise ConnectionError("server closed")
-            got[sock] += len(data)
-            while got[sock] >= expect:
-                got[sock] -= expect
+            buffers[sock] += data
+            for _ in range(finished_messages(buffers[sock])):
                 left[sock] -= 1
                 if left[sock]:
-                    sock.send(message)
+                    send(sock)
                 else:
                     del left[sock]
                     selector.unregister(sock)
@@ -173,13 +198,14 @@ def measure(args: argparse.Namespace, kind: str, tool: str) -> dict[str, float]:
     results = []
     for rounds in (args.rounds, 2 * args.rounds):
         out = tempfile.mktemp(prefix=f"quiet-{kind}-", suffix=".out")
-        if tool == "callgrind":
-            wrapper = ["valgrind", "--tool=callgrind", f"--callgrind-out-file={out}", "-q"]
-        else:
-            wrapper = ["strace", "-c", "-f", "-o", out]
+        wrapper = ["valgrind", "--tool=callgrind", f"--callgrind-out-file={out}", "-q"] if tool == "callgrind" else []
         server = Server(args.tree, wrapper)
+        tracer = None
         try:
             conns = [server.connect() for _ in range(args.conns + (kind == "broadcast"))]
+            if tool == "strace":  # attached, so that a SIGINT ends the count and not the server
+                tracer = subprocess.Popen(["strace", "-c", "-f", "-o", out, "-p", str(server.process.pid)])
+                time.sleep(1.0)
             if kind == "echo":
                 units = drive_echo(server, conns, rounds, args.size)
             else:
@@ -188,9 +214,15 @@ def measure(args: argparse.Namespace, kind: str, tool: str) -> dict[str, float]:
                 sock.close()
             time.sleep(1.0 if tool == "callgrind" else 0.2)  # the closes are handled before the count ends
         finally:
+            if tracer is not None:
+                tracer.send_signal(2)
+                tracer.wait(60)
             server.stop()
         text = Path(out).read_text()
-        os.unlink(out)
+        if args.keep:
+            print(f"kept {out}")
+        else:
+            os.unlink(out)
         if tool == "callgrind":
             found = re.search(r"^(?:summary|totals): (\d+)", text, re.M)
             assert found, "no callgrind summary"
@@ -249,8 +281,9 @@ def main() -> None:
     parser.add_argument("--strace", action="store_true", help="system calls instead of instructions")
     parser.add_argument("--conns", type=int, help="connections (echo 100, broadcast listeners 1000)")
     parser.add_argument("--size", type=int, help="message bytes (echo 16, broadcast 64)")
-    parser.add_argument("--rounds", type=int, help="rounds of the smaller run (echo 50, broadcast 5)")
+    parser.add_argument("--rounds", type=int, help="rounds of the smaller run (echo 20, broadcast 5)")
     parser.add_argument("--idle", type=int, default=2000, help="idle connections")
+    parser.add_argument("--keep", action="store_true", help="keep the callgrind/strace output (callgrind_annotate)")
     parser.add_argument("--top", type=int, default=0, help="idle: print the N source lines that allocated most")
     args = parser.parse_args()
     import resource
@@ -262,7 +295,7 @@ def main() -> None:
             result = idle(args)
             unit = "per idle connection"
         else:
-            defaults = {"echo": (100, 16, 50), "broadcast": (1000, 64, 5)}[kind]
+            defaults = {"echo": (100, 16, 20), "broadcast": (1000, 64, 5)}[kind]
             local = argparse.Namespace(**vars(args))
             local.conns = args.conns or defaults[0]
             local.size = args.size or defaults[1]
