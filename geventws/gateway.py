@@ -32,7 +32,7 @@ from gevent.event import Event
 from gevent.pool import Pool
 
 from .connection.client import WebsocketClient
-from .connection.fanout import write_nowait_each
+from .connection.fanout import write_clients_nowait
 from .history import BinaryPayload, History, TextPayload, messages_after, resolve
 from .protocol.close import CloseCode, WebsocketClosedException, WebsocketCloseInfo
 from .protocol.engine import DEFAULT_FRAME_SPLIT_THRESHOLD
@@ -96,10 +96,9 @@ class SendResult:
         self._resolve()
 
     def _succeed_all(self, client_ids: list[int]) -> None:
-        if client_ids:
-            self.successes.extend(client_ids)
-            self._pending -= len(client_ids) - 1
-            self._resolve()
+        self.successes += client_ids
+        self._pending -= len(client_ids) - 1  # and one more by _resolve
+        self._resolve()
 
     def _fail(self, client_id: int, error: BaseException) -> None:
         self.errors[client_id] = error
@@ -176,11 +175,7 @@ class _Outbox:
 
     @property
     def items(self) -> deque[tuple[EncodedMessage, int, SendResult, bool]]:
-        """(message, size, result, begun): begun for a message whose rest the client's writer holds.
-
-        Made when a message first waits: a client that keeps up never needs
-        one (an empty deque costs about 600 bytes).
-        """
+        """(message, size, result, begun: its rest is with the writer), made when one first waits (~600 bytes)."""
         if self._items is None:
             self._items = deque()
         return self._items
@@ -340,15 +335,17 @@ class WebsocketClientGateway:
             return result
         message = EncodedMessage.encode(data, self._split)  # once for every recipient
         size = len(message.wire)
-        for outbox, written in self._write_idle(message, outboxes, result):
-            if written >= 0:
-                pass  # an idle client's socket took part or nothing: the rest is queued
-            elif not outbox.draining and not outbox.closed:
-                # Idle client: write in this greenlet, no pool greenlet unless the socket is full.
+        idle = [box for box in outboxes if not (box.draining or box.closed)]
+        done, rest = write_clients_nowait(message, [box.client for box in idle])  # from here, at once; rest below
+        result._succeed_all(done)
+        self.deliveries += len(done)
+        waiting = [(box, 0) for box in outboxes if box.draining or box.closed]  # behind earlier messages, or gone
+        for outbox, written in [(idle[index], count) for index, count in rest] + waiting:
+            if written < 0:  # idle, but not written to: one by one, no pool greenlet unless the socket is full
                 written = self._begin(outbox, message, result)
                 if written < 0:
                     continue  # written whole, or failed (both reported)
-            elif not self._make_room(outbox, size, result):
+            elif (outbox.draining or outbox.closed) and not self._make_room(outbox, size, result):
                 continue
             outbox.items.append((message, size - written, result, written > 0))
             outbox.size += size - written
@@ -356,33 +353,6 @@ class WebsocketClientGateway:
                 outbox.draining = True
                 self._pool.spawn(self._drain, outbox)
         return result
-
-    def _write_idle(
-        self, message: EncodedMessage, outboxes: list[_Outbox], result: SendResult
-    ) -> list[tuple[_Outbox, int]]:
-        """Write to every idle client in one go (:mod:`~geventws.connection.fanout`).
-
-        Returns the clients that did not take it whole, each with what it
-        took: bytes (its writer keeps the rest), or -1 when not written to.
-        """
-        idle = [box for box in outboxes if not (box.draining or box.closed or box.client.is_compression_enabled)]
-        if len(idle) < 2:
-            return [(box, -1) for box in outboxes]
-        written = write_nowait_each(message, [box.client.writer for box in idle])
-        if written is None:  # the common case: every idle socket took it all
-            result._succeed_all([box.client.id for box in idle])
-            self.deliveries += len(idle)
-            if len(idle) == len(outboxes):
-                return []
-            tried = {id(box) for box in idle}
-            return [(box, -1) for box in outboxes if id(box) not in tried]
-        size = len(message.wire)
-        done = [box.client.id for box, count in zip(idle, written, strict=True) if count == size]
-        result._succeed_all(done)
-        self.deliveries += len(done)
-        rest = [(box, count) for box, count in zip(idle, written, strict=True) if count != size]
-        tried = {id(box) for box in idle}
-        return rest + [(box, -1) for box in outboxes if id(box) not in tried]
 
     def _begin(self, outbox: _Outbox, message: EncodedMessage, result: SendResult) -> int:
         """Try to write without blocking: bytes written (0: queue it whole; the writer holds the rest), -1 when done."""

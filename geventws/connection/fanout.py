@@ -35,6 +35,7 @@ from ..protocol.speedups import speedups
 
 if TYPE_CHECKING:
     from ..protocol.frames import EncodedMessage
+    from .client import WebsocketClient
     from .writer import Writer
 
 _OPEN = EngineState.OPEN
@@ -126,3 +127,27 @@ def write_nowait_each(message: EncodedMessage, writers: Sequence[Writer]) -> lis
         results[position] = written
         position += 1
     return results
+
+
+def write_clients_nowait(
+    message: EncodedMessage, clients: Sequence[WebsocketClient]
+) -> tuple[list[int], list[tuple[int, int]]]:
+    """:func:`write_nowait_each` for clients: the ids of those that took ``message`` whole, and the others.
+
+    The others come as (index in ``clients``, what :meth:`.Writer.write_nowait`
+    would have returned: bytes written, the writer keeping the rest, or -1
+    when nothing was written).  A client with compression is never written
+    to here (-1): its frames are compressed in its own context.
+    """
+    plain = [client for client in clients if not client.is_compression_enabled]
+    if len(plain) < len(clients):
+        skipped = [(index, -1) for index, client in enumerate(clients) if client.is_compression_enabled]
+        done, rest = write_clients_nowait(message, plain)
+        where = [index for index, client in enumerate(clients) if not client.is_compression_enabled]
+        return done, [(where[index], written) for index, written in rest] + skipped
+    written = write_nowait_each(message, [client.writer for client in clients]) if clients else None
+    if written is None:  # the common case: every socket took it all
+        return [client.id for client in clients], []
+    size = len(message.wire)
+    done = [client.id for client, count in zip(clients, written, strict=True) if count == size]
+    return done, [(index, count) for index, count in enumerate(written) if count != size]
