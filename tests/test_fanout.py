@@ -126,20 +126,21 @@ def peer_reader(sock):
     return lambda: read_frame(read)
 
 
-def test_write_nowait_each_counts_what_went_out_and_skips_busy_and_closed_writers(clients):
+def test_write_clients_nowait_counts_what_went_out_and_skips_busy_and_closed_clients(clients):
     (idle, idle_peer), (busy, busy_peer), (closing, _), (other, other_peer) = clients(4)
     closing.close()
     message = EncodedMessage.encode(b"broadcast", 32 * 1024)
     with busy.writer._message_locked():  # a streamed message is under way: the broadcast must wait for it
-        results = fanout.write_nowait_each(message, [idle.writer, busy.writer, closing.writer, other.writer])
+        done, rest = fanout.write_clients_nowait(message, [idle, busy, closing, other])
     size = len(message.wire)
-    assert results == [size, -1, -1, size]
+    assert done == [idle.id, other.id]
+    assert sorted(rest) == [(1, -1), (2, -1)]
     for client, peer in ((idle, idle_peer), (other, other_peer)):
         assert peer_reader(peer)() == (0x82, b"broadcast")
         assert client.stats.messages_sent == 1 and client.stats.frames_sent == 1
         assert client.stats.bytes_sent == size and client.stats.last_data_send > 0
     assert busy.stats.messages_sent == 0
-    assert fanout.write_nowait_each(message, [idle.writer, other.writer]) is None
+    assert fanout.write_clients_nowait(message, [idle, other]) == ([idle.id, other.id], [])
     busy_peer.setblocking(False)
     with pytest.raises(BlockingIOError):
         busy_peer.recv(1)
@@ -150,12 +151,13 @@ def test_a_short_write_leaves_the_rest_with_the_writer_until_it_flushes(clients)
     first.writer.raw_socket.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 4096)
     payload = bytes(range(256)) * 256  # 64 KiB: more than the small socket takes at once
     message = EncodedMessage.encode(payload, 1 << 20)
-    results = fanout.write_nowait_each(message, [first.writer, second.writer])
-    assert results is not None
-    assert 0 < results[0] < len(message.wire) and results[1] == len(message.wire)
+    done, rest = fanout.write_clients_nowait(message, [first, second])
+    assert done == [second.id]
+    [(index, written)] = rest
+    assert index == 0 and 0 < written < len(message.wire)
     assert second.stats.messages_sent == 1
     assert first.stats.messages_sent == 0  # counted once the rest is out
-    assert first.stats.bytes_sent == results[0]
+    assert first.stats.bytes_sent == written
     flusher = gevent.spawn(first.writer.flush)
     assert peer_reader(first_peer)() == (0x82, payload)
     flusher.join(timeout=5)
@@ -168,8 +170,7 @@ def test_a_failed_send_drops_the_connection_and_the_writer_reports_the_close(cli
     (gone, gone_peer), (other, other_peer) = clients(2)
     gone_peer.close()
     message = EncodedMessage.encode(b"x" * 10, 1024)
-    results = fanout.write_nowait_each(message, [gone.writer, other.writer])
-    assert results == [-1, len(message.wire)]
+    assert fanout.write_clients_nowait(message, [gone, other]) == ([other.id], [(0, -1)])
     with pytest.raises(geventws.WebsocketClosedException) as caught:
         gone.writer.write_nowait(message)
     assert caught.value.code == 1006

@@ -1,8 +1,8 @@
 """One encoded message written to many connections at the cost of the sends themselves.
 
 A broadcast to thousands of idle clients is, per client, one non-blocking
-``send`` of the same bytes.  :func:`write_nowait_each` does for a list of
-writers what :meth:`.Writer.write_nowait` does for one, but hands every
+``send`` of the same bytes.  :func:`write_clients_nowait` does for a list of
+clients what :meth:`.Writer.write_nowait` does for one, but hands every
 socket that can take a write now to one C call (``send_each`` in
 ``geventws/protocol/_speedups.c``; :func:`send_each` below is its Python
 fallback), so Python runs per client only to pick the sockets and count what
@@ -36,7 +36,6 @@ from ..protocol.speedups import speedups
 if TYPE_CHECKING:
     from ..protocol.frames import EncodedMessage
     from .client import WebsocketClient
-    from .writer import Writer
 
 _OPEN = EngineState.OPEN
 
@@ -66,88 +65,70 @@ def python_send_each(data: bytes, sockets: list[Any]) -> list[int] | None:
 send_each = speedups.send_each if speedups is not None else python_send_each
 
 
-def write_nowait_each(message: EncodedMessage, writers: Sequence[Writer]) -> list[int] | None:
-    """For each writer, what :meth:`.Writer.write_nowait` would return; ``None`` when every one took it whole.
+def write_clients_nowait(
+    message: EncodedMessage, clients: Sequence[WebsocketClient]
+) -> tuple[list[int], list[tuple[int, int]]]:
+    """:meth:`.Writer.write_nowait` for many clients at once: the ids of those that took it whole, and the others.
 
-    Returns, per writer: the bytes written (``len(message.wire)`` when whole;
-    fewer when the writer keeps the rest), or -1 when no write was started
-    (busy, TLS, closed, or the send failed and dropped the connection).
+    The others come as (index in ``clients``, what :meth:`.Writer.write_nowait`
+    would have returned: the bytes written, the writer keeping the rest, or
+    -1 when nothing was written: busy, TLS, closed, or the send failed and
+    dropped the connection).  A client with compression is never written to
+    here (-1): its frames are compressed in its own context.
     """
     data = message.wire
     size = len(data)
     frames = message.frame_count
-    ready: list[Writer] = []  # writers whose socket may take a write now
+    ready: list[WebsocketClient] = []  # clients whose socket may take a write now
     sockets: list[Any] = []
-    results: list[int] | None = None
-    for index, writer in enumerate(writers):
+    skipped: list[tuple[int, int]] = []
+    for index, client in enumerate(clients):
+        writer = client.writer
         raw = writer._raw
         if (
             raw is None
+            or client.is_compression_enabled
             or writer._partial is not None
             or writer._lost
             or writer._engine.state is not _OPEN
             or (writer._write_lock is not None and writer._write_lock.locked())
             or (writer._message_lock is not None and writer._message_lock.locked())
         ):
-            if results is None:
-                results = [size] * len(writers)
-            results[index] = -1
+            skipped.append((index, -1))
         else:
-            ready.append(writer)
+            ready.append(client)
             sockets.append(raw)
     sent = send_each(data, sockets) if sockets else None
     now = time.time()
+    done = []
     if sent is None:  # the common case: every socket took it all
-        for writer in ready:
-            stats = writer._stats
+        for client in ready:
+            stats = client.stats
             stats.bytes_sent += size
             stats.frames_sent += frames
             stats.messages_sent += 1
             stats.last_send = stats.last_data_send = now
-        return results
-    if results is None:
-        results = [size] * len(writers)
-    position = 0  # the index in ``writers`` of ready[i]
-    for writer, written in zip(ready, sent, strict=True):
-        while results[position] < 0:
-            position += 1
-        stats = writer._stats
+            done.append(client.id)
+        return done, skipped
+    not_ready = {index for index, _ in skipped}
+    positions = [index for index in range(len(clients)) if index not in not_ready]
+    rest = skipped
+    for position, client, written in zip(positions, ready, sent, strict=True):
+        writer = client.writer
+        stats = client.stats
         if written == size:
             stats.bytes_sent += size
             stats.frames_sent += frames
             stats.messages_sent += 1
             stats.last_send = stats.last_data_send = now
-        elif written > 0:
+            done.append(client.id)
+            continue
+        if written > 0:
             stats.bytes_sent += written
             stats.last_send = now
             writer._keep_partial(memoryview(data)[written:], frames, True)
         elif written < 0:
             writer._fail(OSError(-written, os.strerror(-written)))
             written = -1
-        results[position] = written
-        position += 1
-    return results
-
-
-def write_clients_nowait(
-    message: EncodedMessage, clients: Sequence[WebsocketClient]
-) -> tuple[list[int], list[tuple[int, int]]]:
-    """:func:`write_nowait_each` for clients: the ids of those that took ``message`` whole, and the others.
-
-    The others come as (index in ``clients``, what :meth:`.Writer.write_nowait`
-    would have returned: bytes written, the writer keeping the rest, or -1
-    when nothing was written).  A client with compression is never written
-    to here (-1): its frames are compressed in its own context.
-    """
-    plain = [client for client in clients if not client.is_compression_enabled]
-    if len(plain) < len(clients):
-        skipped = [(index, -1) for index, client in enumerate(clients) if client.is_compression_enabled]
-        done, rest = write_clients_nowait(message, plain)
-        where = [index for index, client in enumerate(clients) if not client.is_compression_enabled]
-        return done, [(where[index], written) for index, written in rest] + skipped
-    written = write_nowait_each(message, [client.writer for client in clients]) if clients else None
-    if written is None:  # the common case: every socket took it all
-        return [client.id for client in clients], []
-    size = len(message.wire)
-    done = [client.id for client, count in zip(clients, written, strict=True) if count == size]
-    return done, [(index, count) for index, count in enumerate(written) if count != size]
+        rest.append((position, written))
+    return done, rest
