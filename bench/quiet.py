@@ -93,7 +93,7 @@ class Server:
         return sock
 
     def stop(self) -> None:
-        self.process.send_signal(2)  # SIGINT: gevent.wait() raises KeyboardInterrupt, the tool writes its output
+        self.process.terminate()  # valgrind writes its counts when the program dies of a signal
         try:
             self.process.wait(600)
         except subprocess.TimeoutExpired:
@@ -201,6 +201,7 @@ def measure(args: argparse.Namespace, kind: str, tool: str) -> dict[str, float]:
         wrapper = ["valgrind", "--tool=callgrind", f"--callgrind-out-file={out}", "-q"] if tool == "callgrind" else []
         server = Server(args.tree, wrapper)
         tracer = None
+        conns: list[socket.socket] = []
         try:
             conns = [server.connect() for _ in range(args.conns + (kind == "broadcast"))]
             if tool == "strace":  # attached, so that a SIGINT ends the count and not the server
@@ -210,14 +211,13 @@ def measure(args: argparse.Namespace, kind: str, tool: str) -> dict[str, float]:
                 units = drive_echo(server, conns, rounds, args.size)
             else:
                 units = drive_broadcast(server, conns, rounds, args.size)
-            for sock in conns:
-                sock.close()
-            time.sleep(1.0 if tool == "callgrind" else 0.2)  # the closes are handled before the count ends
-        finally:
+        finally:  # the count ends with the connections open: their closes are not in it
             if tracer is not None:
                 tracer.send_signal(2)
                 tracer.wait(60)
             server.stop()
+            for sock in conns:
+                sock.close()
         text = Path(out).read_text()
         if args.keep:
             print(f"kept {out}")
