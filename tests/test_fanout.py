@@ -198,3 +198,25 @@ def test_a_gateway_broadcast_reaches_every_client_in_order_while_one_socket_is_f
         result.wait(5)
         assert not result.errors and len(result.successes) == 20
     assert gateway.deliveries == 200
+
+
+class WrappedWriter:
+    """A writer behind a wrapper, as a client served on another thread's hub has one."""
+
+    def __init__(self, writer):
+        self._writer = writer
+
+    def __getattr__(self, name):
+        return getattr(self._writer, name)
+
+
+def test_a_wrapped_writer_is_left_to_its_own_write_nowait(clients):
+    (wrapped, wrapped_peer), (plain, plain_peer) = clients(2)
+    wrapped.writer = WrappedWriter(wrapped.writer)
+    message = EncodedMessage.encode(b"hello", 1024)
+    assert fanout.write_clients_nowait(message, [wrapped, plain]) == ([plain.id], [(0, -1)])
+    assert peer_reader(plain_peer)() == (0x82, b"hello")
+    assert wrapped.stats.messages_sent == 0
+    wrapped_peer.setblocking(False)
+    with pytest.raises(BlockingIOError):
+        wrapped_peer.recv(1)

@@ -4,7 +4,7 @@ A broadcast to thousands of idle clients is, per client, one non-blocking
 ``send`` of the same bytes.  :func:`write_clients_nowait` does for a list of
 clients what :meth:`.Writer.write_nowait` does for one, but hands every
 socket that can take a write now to one C call (``send_each`` in
-``geventws/protocol/_speedups.c``; :func:`send_each` below is its Python
+``geventws/protocol/_speedups.c``; :func:`python_send_each` below is its
 fallback), so Python runs per client only to pick the sockets and count what
 they took.
 
@@ -20,6 +20,8 @@ Guarantees, the same as :meth:`.Writer.write_nowait`'s, per writer:
   caller's own :meth:`.Writer.write_nowait` then reports the close.
 - No greenlet switch happens in between: the checks and the sends are one
   atomic step for every other greenlet.
+- A client with compression, or whose writer is wrapped (a client served on
+  another thread's hub, :mod:`.threads`), is left to the caller (-1).
 """
 
 from __future__ import annotations
@@ -32,6 +34,7 @@ from typing import TYPE_CHECKING, Any
 
 from ..protocol.engine import EngineState
 from ..protocol.speedups import speedups
+from .writer import Writer
 
 if TYPE_CHECKING:
     from ..protocol.frames import EncodedMessage
@@ -84,6 +87,9 @@ def write_clients_nowait(
     skipped: list[tuple[int, int]] = []
     for index, client in enumerate(clients):
         writer = client.writer
+        if type(writer) is not Writer:  # a wrapper (a thread-served client): its own write_nowait decides
+            skipped.append((index, -1))
+            continue
         raw = writer._raw
         if (
             raw is None
