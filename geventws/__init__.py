@@ -31,11 +31,11 @@ _EXPORTS = {
     "ErrorHandler": "http.error_handler",
     "EncodedMessage": "protocol.frames",
     "HistoryGap": "history",
-    "ClientRemovedError": "gateway",
-    "SendResult": "gateway",
-    "SlowConsumerError": "gateway",
+    "ClientRemovedError": "send_result",
+    "SendResult": "send_result",
+    "SlowConsumerError": "send_result",
     "SlowConsumerPolicy": "gateway",
-    "UnknownClientError": "gateway",
+    "UnknownClientError": "send_result",
     "WebsocketClientGateway": "gateway",
     "WebsocketGateway": "gateway",
     "WebsocketClientHandler": "http.client_handler",
@@ -113,15 +113,7 @@ if TYPE_CHECKING:  # for type checkers and IDEs: the same names, imported eagerl
     from .connection.peer import TlsInfo
     from .connection.rate_limit import ConstantRateLimit
     from .connection.stats import WebsocketCount, WebsocketTimestamp
-    from .gateway import (
-        ClientRemovedError,
-        SendResult,
-        SlowConsumerError,
-        SlowConsumerPolicy,
-        UnknownClientError,
-        WebsocketClientGateway,
-        WebsocketGateway,
-    )
+    from .gateway import SlowConsumerPolicy, WebsocketClientGateway, WebsocketGateway
     from .history import HistoryGap
     from .http.acceptor import AllowOriginAcceptor, Rfc6455Acceptor, SameOriginAcceptor, WebsocketAcceptor
     from .http.client_handler import WebsocketClientHandler
@@ -133,4 +125,5 @@ if TYPE_CHECKING:  # for type checkers and IDEs: the same names, imported eagerl
     from .protocol.close import CloseCode, WebsocketClosedException, WebsocketCloseInfo
     from .protocol.deflate import Rfc7692CompressionFactory
     from .protocol.frames import EncodedMessage
+    from .send_result import ClientRemovedError, SendResult, SlowConsumerError, UnknownClientError
     from .signals import trap_signal

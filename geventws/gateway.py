@@ -2,7 +2,7 @@
 
 Concurrency guarantees of :class:`WebsocketClientGateway`:
 
-- Every send returns at once with a :class:`SendResult`; the writes happen on
+- Every send returns at once with a :class:`~geventws.SendResult`; the writes happen on
   the gateway's pool, at most one greenlet per client at a time, so whatever
   the gateway sends to one client arrives in the order it was sent.
 - Each client's pending data is bounded (bytes and messages).  A client that
@@ -28,7 +28,6 @@ from collections import deque
 from collections.abc import Iterable
 from typing import Protocol
 
-from gevent.event import Event
 from gevent.pool import Pool
 
 from .connection.client import WebsocketClient
@@ -37,6 +36,10 @@ from .history import BinaryPayload, History, TextPayload, messages_after, resolv
 from .protocol.close import CloseCode, WebsocketClosedException, WebsocketCloseInfo
 from .protocol.engine import DEFAULT_FRAME_SPLIT_THRESHOLD
 from .protocol.frames import EncodedMessage
+from .send_result import ClientRemovedError as ClientRemovedError
+from .send_result import SendResult as SendResult
+from .send_result import SlowConsumerError as SlowConsumerError
+from .send_result import UnknownClientError as UnknownClientError
 
 logger = logging.getLogger("geventws.gateway")
 
@@ -53,67 +56,10 @@ class SlowConsumerPolicy(enum.Enum):
     DROP_OLDEST = "drop_oldest"  # discard its oldest pending messages to make room
 
 
-class SlowConsumerError(Exception):
-    """A message was not delivered because the client could not keep up."""
-
-
-class UnknownClientError(LookupError):
-    """The client id is not (or no longer) in the gateway."""
-
-
-class ClientRemovedError(Exception):
-    """A message was not delivered because the client left the gateway (it may still be connected)."""
-
-
-class SendResult:
-    """The outcome of one gateway send, by client id; wait for it or ignore it."""
-
-    #: The offset of a broadcast to a room with history (None otherwise): what a
-    #: client that saw this message resumes from.
-    offset: str | None = None
-
-    def __init__(self, expected: int) -> None:
-        self._pending = expected
-        self.successes: list[int] = []
-        self.errors: dict[int, BaseException] = {}
-        self._done = Event()
-        if expected == 0:
-            self._done.set()
-
-    @property
-    def done(self) -> bool:
-        """Whether every delivery has finished or failed."""
-        return bool(self._done.is_set())
-
-    def wait(self, timeout: float | None = None) -> SendResult:
-        """Wait until every client's write finished or failed; :class:`TimeoutError` otherwise."""
-        if not self._done.wait(timeout):
-            raise TimeoutError(f"{self._pending} deliveries still pending")
-        return self
-
-    def _succeed(self, client_id: int) -> None:
-        self.successes.append(client_id)
-        self._resolve()
-
-    def _succeed_all(self, client_ids: list[int]) -> None:
-        self.successes += client_ids
-        self._pending -= len(client_ids) - 1  # and one more by _resolve
-        self._resolve()
-
-    def _fail(self, client_id: int, error: BaseException) -> None:
-        self.errors[client_id] = error
-        self._resolve()
-
-    def _resolve(self) -> None:
-        self._pending -= 1
-        if self._pending == 0:
-            self._done.set()
-
-
 class WebsocketGateway(Protocol):
     """What every gateway offers: the local one and :mod:`geventws.redis`'s.
 
-    Sends return a :class:`SendResult` at once; delivery happens in the background.
+    Sends return a :class:`~geventws.SendResult` at once; delivery happens in the background.
     """
 
     def add_client(self, client: WebsocketClient, since: str | None = None) -> None:
@@ -335,24 +281,32 @@ class WebsocketClientGateway:
             return result
         message = EncodedMessage.encode(data, self._split)  # once for every recipient
         size = len(message.wire)
-        idle = [box for box in outboxes if not (box.draining or box.closed)]
-        done, rest = write_clients_nowait(message, [box.client for box in idle])  # from here, at once; rest below
+        idle: list[_Outbox] = []
+        behind: list[_Outbox] = []  # behind earlier messages, or gone
+        for outbox in outboxes:
+            (behind if outbox.draining or outbox.closed else idle).append(outbox)
+        done, rest = write_clients_nowait(message, [outbox.client for outbox in idle])  # written at once
         result._succeed_all(done)
         self.deliveries += len(done)
-        waiting = [(box, 0) for box in outboxes if box.draining or box.closed]  # behind earlier messages, or gone
-        for outbox, written in [(idle[index], count) for index, count in rest] + waiting:
+        for index, written in rest:
+            outbox = idle[index]
             if written < 0:  # idle, but not written to: one by one, no pool greenlet unless the socket is full
                 written = self._begin(outbox, message, result)
                 if written < 0:
                     continue  # written whole, or failed (both reported)
-            elif (outbox.draining or outbox.closed) and not self._make_room(outbox, size, result):
-                continue
-            outbox.items.append((message, size - written, result, written > 0))
-            outbox.size += size - written
-            if not outbox.draining:
-                outbox.draining = True
-                self._pool.spawn(self._drain, outbox)
+            self._queue(outbox, message, size - written, result, written > 0)
+        for outbox in behind:
+            if self._make_room(outbox, size, result):
+                self._queue(outbox, message, size, result, False)
         return result
+
+    def _queue(self, outbox: _Outbox, message: EncodedMessage, size: int, result: SendResult, begun: bool) -> None:
+        """Leave ``size`` bytes of ``message`` (the rest of it when ``begun``) for the client's drainer."""
+        outbox.items.append((message, size, result, begun))
+        outbox.size += size
+        if not outbox.draining:
+            outbox.draining = True
+            self._pool.spawn(self._drain, outbox)
 
     def _begin(self, outbox: _Outbox, message: EncodedMessage, result: SendResult) -> int:
         """Try to write without blocking: bytes written (0: queue it whole; the writer holds the rest), -1 when done."""
@@ -366,8 +320,7 @@ class WebsocketClientGateway:
             self._discard(outbox, error)
             return -1
         if written == len(message.wire):
-            result.successes.append(client.id)
-            result._resolve()
+            result._succeed(client.id)
             self.deliveries += 1
             return -1
         return max(written, 0)

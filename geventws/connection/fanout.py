@@ -83,14 +83,14 @@ def write_clients_nowait(
     size = len(data)
     frames = message.frame_count
     ready: list[WebsocketClient] = []  # clients whose socket may take a write now
+    positions: list[int] = []  # their index in ``clients``
     sockets: list[Any] = []
-    skipped: list[tuple[int, int]] = []
+    rest: list[tuple[int, int]] = []
     for index, client in enumerate(clients):
         writer = client.writer
-        if type(writer) is not Writer:  # a wrapper (a thread-served client): its own write_nowait decides
-            skipped.append((index, -1))
-            continue
-        raw = writer._raw
+        # Writer.write_nowait's own checks, inline: a call per client would cost
+        # about as much as the rest of this loop.
+        raw = writer._raw if type(writer) is Writer else None  # a wrapper (thread-served): its own write_nowait
         if (
             raw is None
             or client.is_compression_enabled
@@ -100,28 +100,17 @@ def write_clients_nowait(
             or (writer._write_lock is not None and writer._write_lock.locked())
             or (writer._message_lock is not None and writer._message_lock.locked())
         ):
-            skipped.append((index, -1))
+            rest.append((index, -1))
         else:
             ready.append(client)
+            positions.append(index)
             sockets.append(raw)
-    sent = send_each(data, sockets) if sockets else None
+    sent = send_each(data, sockets) if sockets else None  # None: every socket took it all, the common case
     now = time.time()
     done = []
-    if sent is None:  # the common case: every socket took it all
-        for client in ready:
-            stats = client.stats
-            stats.bytes_sent += size
-            stats.frames_sent += frames
-            stats.messages_sent += 1
-            stats.last_send = stats.last_data_send = now
-            done.append(client.id)
-        return done, skipped
-    not_ready = {index for index, _ in skipped}
-    positions = [index for index in range(len(clients)) if index not in not_ready]
-    rest = skipped
-    for position, client, written in zip(positions, ready, sent, strict=True):
-        writer = client.writer
-        stats = client.stats
+    for number, client in enumerate(ready):
+        written = size if sent is None else sent[number]
+        stats = client.stats  # the writer's counters, kept as Writer._send_now keeps them
         if written == size:
             stats.bytes_sent += size
             stats.frames_sent += frames
@@ -132,9 +121,9 @@ def write_clients_nowait(
         if written > 0:
             stats.bytes_sent += written
             stats.last_send = now
-            writer._keep_partial(memoryview(data)[written:], frames, True)
+            client.writer._keep_partial(memoryview(data)[written:], frames, True)
         elif written < 0:
-            writer._fail(OSError(-written, os.strerror(-written)))
+            client.writer._fail(OSError(-written, os.strerror(-written)))
             written = -1
-        rest.append((position, written))
+        rest.append((positions[number], written))
     return done, rest

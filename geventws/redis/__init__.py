@@ -15,7 +15,7 @@ Guarantees of a delivery to another process:
   process and Redis: one publishing connection, one subscriber connection);
 - lost while Redis is unreachable: publishes are dropped (counted, logged
   once), never queued without bound; local delivery goes on meanwhile;
-- :class:`~geventws.gateway.SendResult` covers the local deliveries only.
+- :class:`~geventws.SendResult` covers the local deliveries only.
 
 Client ids are unique across the processes sharing a Redis: each process
 claims its id node number (see ``client_ids`` in
