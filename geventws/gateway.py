@@ -281,10 +281,9 @@ class WebsocketClientGateway:
             return result
         message = EncodedMessage.encode(data, self._split)  # once for every recipient
         size = len(message.wire)
-        idle: list[_Outbox] = []
-        behind: list[_Outbox] = []  # behind earlier messages, or gone
-        for outbox in outboxes:
-            (behind if outbox.draining or outbox.closed else idle).append(outbox)
+        idle = [outbox for outbox in outboxes if not (outbox.draining or outbox.closed)]
+        # Behind earlier messages, or gone: mostly none, and then not looked for.
+        behind = [box for box in outboxes if box.draining or box.closed] if len(idle) < len(outboxes) else ()
         done, rest = write_clients_nowait(message, [outbox.client for outbox in idle])  # written at once
         result._succeed_all(done)
         self.deliveries += len(done)

@@ -83,14 +83,15 @@ def write_clients_nowait(
     size = len(data)
     frames = message.frame_count
     ready: list[WebsocketClient] = []  # clients whose socket may take a write now
-    positions: list[int] = []  # their index in ``clients``
     sockets: list[Any] = []
-    rest: list[tuple[int, int]] = []
+    skipped: list[tuple[int, int]] = []
     for index, client in enumerate(clients):
         writer = client.writer
-        # Writer.write_nowait's own checks, inline: a call per client would cost
-        # about as much as the rest of this loop.
-        raw = writer._raw if type(writer) is Writer else None  # a wrapper (thread-served): its own write_nowait
+        # Writer.write_nowait's checks, inline for the same reason as the counters below.
+        if type(writer) is not Writer:  # a wrapper (a thread-served client): its own write_nowait decides
+            skipped.append((index, -1))
+            continue
+        raw = writer._raw
         if (
             raw is None
             or client.is_compression_enabled
@@ -100,17 +101,31 @@ def write_clients_nowait(
             or (writer._write_lock is not None and writer._write_lock.locked())
             or (writer._message_lock is not None and writer._message_lock.locked())
         ):
-            rest.append((index, -1))
+            skipped.append((index, -1))
         else:
             ready.append(client)
-            positions.append(index)
             sockets.append(raw)
-    sent = send_each(data, sockets) if sockets else None  # None: every socket took it all, the common case
+    sent = send_each(data, sockets) if sockets else None
     now = time.time()
     done = []
-    for number, client in enumerate(ready):
-        written = size if sent is None else sent[number]
-        stats = client.stats  # the writer's counters, kept as Writer._send_now keeps them
+    # The writers' counters, kept as Writer._send_now keeps them, inline: a call
+    # per client costs as much as the rest of the loop.  The common case, every
+    # socket took it all, has a loop of its own for the same reason.
+    if sent is None:
+        for client in ready:
+            stats = client.stats
+            stats.bytes_sent += size
+            stats.frames_sent += frames
+            stats.messages_sent += 1
+            stats.last_send = stats.last_data_send = now
+            done.append(client.id)
+        return done, skipped
+    not_ready = {index for index, _ in skipped}  # derived here, off the common path
+    positions = [index for index in range(len(clients)) if index not in not_ready]
+    rest = skipped
+    for position, client, written in zip(positions, ready, sent, strict=True):
+        writer = client.writer
+        stats = client.stats
         if written == size:
             stats.bytes_sent += size
             stats.frames_sent += frames
@@ -121,9 +136,9 @@ def write_clients_nowait(
         if written > 0:
             stats.bytes_sent += written
             stats.last_send = now
-            client.writer._keep_partial(memoryview(data)[written:], frames, True)
+            writer._keep_partial(memoryview(data)[written:], frames, True)
         elif written < 0:
-            client.writer._fail(OSError(-written, os.strerror(-written)))
+            writer._fail(OSError(-written, os.strerror(-written)))
             written = -1
-        rest.append((positions[number], written))
+        rest.append((position, written))
     return done, rest
