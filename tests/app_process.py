@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 
 import gevent
+from processes import stop_process
 
 
 class AppProcess:
@@ -36,12 +37,6 @@ class AppProcess:
         return self.log_path.read_text(errors="replace")
 
     def stop(self) -> None:
-        if self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(10)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
+        stop_process(self.process)
         self.process.stdout.close()  # type: ignore[union-attr]
         self.log_file.close()

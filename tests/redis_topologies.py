@@ -16,6 +16,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import redis
+from processes import stop_process
 from redis_server import RedisProcess, free_port
 
 SERVICE = "geventws"
@@ -56,13 +57,7 @@ class Sentinel:
 
     def stop(self) -> None:
         self.client.close()
-        if self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(10)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
+        stop_process(self.process)
 
 
 class SentinelSet:

@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 import websocket
+from processes import stop_process
 
 TESTS = Path(__file__).parent
 _ANSI_STYLE = re.compile(r"\x1b\[[0-9;]*m")
@@ -63,8 +64,10 @@ class Served:
         """Log in through the app's form; returns the session cookie for the handshake."""
         request = urllib.request.Request(self.http_url + "/login", data=f"name={name}".encode())
         try:
-            opener = _NO_REDIRECTS if not self.tls else urllib.request.build_opener(
-                _KeepRedirects, urllib.request.HTTPSHandler(context=self._context())
+            opener = (
+                _NO_REDIRECTS
+                if not self.tls
+                else urllib.request.build_opener(_KeepRedirects, urllib.request.HTTPSHandler(context=self._context()))
             )
             with opener.open(request, timeout=10) as reply:
                 cookie = reply.headers["Set-Cookie"]
@@ -161,13 +164,7 @@ def gunicorn(
         wait_until_serving(served)
         yield served
     finally:
-        if process.poll() is None:
-            process.send_signal(stop_signal or (signal.SIGTERM if stop else signal.SIGKILL))
-            try:
-                process.wait(15)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait(5)
+        stop_process(process, stop_signal or (signal.SIGTERM if stop else signal.SIGKILL), timeout=15)
 
 
 @contextmanager
@@ -242,4 +239,3 @@ def close_code(ws: websocket.WebSocket) -> tuple[int, str]:
         if opcode == websocket.ABNF.OPCODE_CLOSE:
             code = int.from_bytes(data[:2], "big") if len(data) >= 2 else 1005
             return code, data[2:].decode()
-

@@ -15,6 +15,7 @@ import redis
 import websocket
 from app_process import AppProcess
 from conftest import factory
+from processes import stop_process
 from redis_server import RedisProcess, free_port, server_binary
 
 import geventws
@@ -216,7 +217,6 @@ def test_garbage_on_the_channel_is_logged_once_per_kind_and_skipped(apps, redis_
 
 def test_redis_stopped_then_restarted_local_delivery_goes_on_and_remote_resumes(tmp_path):
     binary = server_binary()
-    assert binary is not None
     server = RedisProcess(tmp_path, binary)
     server.start()
     apps = start_apps(server.url, tmp_path, 2)
@@ -472,8 +472,7 @@ def test_the_scaled_out_chat_example_relays_between_two_processes(redis_server, 
         close_all(alice, bob)
     finally:
         for process in processes:
-            process.terminate()
-            process.wait(10)
+            stop_process(process)
 
 
 def _listening(port):

