@@ -31,11 +31,11 @@ import time
 from typing import Any
 
 import gevent
-from gevent.pool import Pool
 from gunicorn.http.wsgi import base_environ
 from gunicorn.sock import ssl_context
 from gunicorn.workers.ggevent import VERSION, GeventPyWSGIWorker, PyWSGIHandler
 
+from .http.connections import ConnectionGreenlets
 from .http.endpoint import close_all_websockets
 from .http.patching import warn_if_unpatched
 from .http.pywsgi_handler import WebsocketWSGIHandler
@@ -43,7 +43,6 @@ from .http.server import (
     DEFAULT_MAX_HEADER_SIZE,
     DEFAULT_REQUEST_TIMEOUT,
     DEFAULT_TLS_HANDSHAKE_TIMEOUT,
-    ConnectionGreenlet,
 )
 from .http.server import _WSGIServer as HardenedWSGIServer
 
@@ -132,7 +131,7 @@ class Worker(GeventPyWSGIWorker):  # type: ignore[misc]
         server = self.server_class(
             listener,
             application=self.wsgi,
-            spawn=Pool(self.worker_connections, greenlet_class=ConnectionGreenlet),
+            spawn=ConnectionGreenlets(self.worker_connections, logger),
             log=self.log,
             handler_class=self.wsgi_handler,
             environ=environ,
@@ -158,7 +157,7 @@ class Worker(GeventPyWSGIWorker):  # type: ignore[misc]
             server.close()  # stop accepting; requests in progress go on
         closing = gevent.spawn(close_all_websockets)
         while time.monotonic() < deadline:
-            busy = not closing.dead or any(server.pool.free_count() != server.pool.size for server in servers)
+            busy = not closing.dead or any(len(server.pool) for server in servers)
             if not busy:
                 return
             self.notify()

@@ -15,10 +15,9 @@ from typing import Any, Union
 
 import gevent
 import gevent.socket
-from gevent import Greenlet
-from gevent.pool import Pool
 from gevent.pywsgi import LoggingLogAdapter, WSGIServer
 
+from .connections import ConnectionGreenlets
 from .patching import warn_if_unpatched
 from .pywsgi_handler import ACCESS_LOG_LEVEL, WebsocketWSGIHandler
 from .pywsgi_handler import DEFAULT_MAX_HEADER_SIZE as DEFAULT_MAX_HEADER_SIZE
@@ -37,18 +36,6 @@ DEFAULT_KEEPALIVE_TIMEOUT = 60.0
 #: 10 s for a TLS handshake, as websockets: a peer that connects and never
 #: says hello is dropped.
 DEFAULT_TLS_HANDSHAKE_TIMEOUT = 10.0
-
-
-class ConnectionGreenlet(Greenlet):  # type: ignore[misc]
-    """The greenlet of one connection: gevent's, without the stack it was spawned from.
-
-    gevent keeps the spawner's last ten frames on every greenlet, for
-    debugging output; for a connection they are always the same accept loop,
-    and an idle connection would keep four frame records (four more objects
-    for every pass of the garbage collector) for nothing.
-    """
-
-    spawning_stack_limit = 0
 
 
 @dataclass
@@ -96,7 +83,7 @@ class Server:
         self._error_log = LoggingLogAdapter(self.logger, logging.ERROR)
         self._exposures: list[_Exposure] = []
         self._servers: list[WSGIServer] = []
-        self._pool = Pool(max_connections, greenlet_class=ConnectionGreenlet)
+        self._connections = ConnectionGreenlets(max_connections, self.logger)
         self._stop_callbacks: list[Callable[[], Any]] = []
         self._running = False
 
@@ -151,8 +138,8 @@ class Server:
         for greenlet in callbacks:
             if not greenlet.successful() and greenlet.dead:
                 self.logger.error("on_stop callback failed", exc_info=greenlet.exc_info)
-        self._pool.join(timeout=max(0.0, deadline - time.monotonic()))
-        self._pool.kill(block=True, timeout=1)
+        self._connections.join(timeout=max(0.0, deadline - time.monotonic()))
+        self._connections.kill(block=True, timeout=1)
         self._servers.clear()
         self.logger.info("Stopped")
 
@@ -164,7 +151,7 @@ class Server:
         server = _WSGIServer(
             listener,
             app,
-            spawn=self._pool,
+            spawn=self._connections,
             handler_class=WebsocketWSGIHandler,
             log=self._access_log,
             error_log=self._error_log,
