@@ -156,6 +156,7 @@ class WebsocketClientGateway:
         self._pool = pool if pool is not None else Pool()
         self._outboxes: dict[int, _Outbox] = {}
         self._watched: set[int] = set()  # clients whose close this gateway already listens for
+        self._remove_callback = self._remove  # one bound method for every client, not one each
         #: Messages written whole to one client, since the gateway was made (read by :mod:`geventws.metrics`).
         self.deliveries = 0
         #: Clients closed for being too slow.
@@ -182,7 +183,7 @@ class WebsocketClientGateway:
         outbox = self._outboxes[client.id] = _Outbox(client)
         if client.id not in self._watched:  # once per client, however often it joins and leaves
             self._watched.add(client.id)
-            client.on_close(self._remove)
+            client.on_close(self._remove_callback)
         for data in missed:  # no greenlet switch since the history was read: no gap, nothing twice
             self._send(data, [outbox])
 

@@ -174,3 +174,26 @@ def test_a_mutated_head_the_fast_path_accepts_is_parsed_as_h11_parses_it(head):
 @given(head=st.binary(max_size=64).map(lambda junk: b"GET / HTTP/1.1\r\nHost: x\r\nX-A: " + junk + b"\r\n\r\n"))
 def test_any_header_value_is_accepted_exactly_when_h11_accepts_it(head):
     assert_same_as_h11(head)
+
+
+def test_values_clients_send_alike_are_shared_and_the_sharing_is_bounded(monkeypatch):
+    from geventws.http import request_head
+
+    monkeypatch.setattr(request_head, "_shared_values", {})
+    monkeypatch.setattr(request_head, "_SHARED_VALUES_LIMIT", 3)
+
+    def head(host: str, key: str, agent: str = "ua") -> dict[str, str]:
+        data = f"GET / HTTP/1.1\r\nHost: {host}\r\nSec-WebSocket-Key: {key}\r\nUser-Agent: {agent}\r\n\r\n"
+        return dict(parse_request_head(data.encode()).headers)
+
+    first, second = head("example.com", "a2V5MQ=="), head("example.com", "a2V5Mg==")
+    assert first["Host"] == second["Host"] == "example.com"
+    assert first["Host"] is second["Host"]  # one string for both environs
+    assert first["Sec-WebSocket-Key"] == "a2V5MQ==" and second["Sec-WebSocket-Key"] == "a2V5Mg=="
+    assert b"a2V5MQ==" not in request_head._shared_values  # a per-connection field is never kept
+    long_agent = "x" * (request_head._SHARED_VALUE_SIZE + 1)
+    assert head("example.com", "k", long_agent)["User-Agent"] == long_agent
+    assert long_agent.encode() not in request_head._shared_values
+    for index in range(10):  # distinct hosts: a scan or a hostile client
+        assert head(f"h{index}.example", "k")["Host"] == f"h{index}.example"
+    assert len(request_head._shared_values) == 3

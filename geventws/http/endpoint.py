@@ -99,6 +99,7 @@ class Websocket:
         self._clients: set[WebsocketClient] = set()
         self._accepting = True
         self._client_callbacks: list[Callable[[WebsocketClient], Any]] = []
+        self._log_closed_callback = self._log_closed  # one bound method for every client, not one each
         if server is not None:
             server.on_stop(self.close_all)
         _live_endpoints.add(self)
@@ -163,7 +164,7 @@ class Websocket:
         _use_forwarded_address(client, environ)
         self._clients.add(client)
         self._log_accepted(client, request)
-        client.on_close(self._log_closed)
+        client.on_close(self._log_closed_callback)
         if not handover.serve_later(_Accepted(self, client, request, response).serve):
             self._serve(client, request, response)
         return handover.finish()

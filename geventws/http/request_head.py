@@ -120,6 +120,28 @@ _REQUEST_LINE = re.compile(b"(" + _TOKEN + rb") ([\x21-\x7e]+) HTTP/(1\.[01])")
 _HEADER_FIELD = re.compile(b"(" + _TOKEN + rb"):[ \t]*((?:" + _FIELD_CONTENT + rb")?)[ \t]*")
 #: Headers whose every use h11 checks further: heads carrying them go to h11.
 _FRAMING = frozenset({b"content-length", b"transfer-encoding"})
+#: Fields whose values most clients of one server send alike: decoded once, then shared by every
+#: request's environ (an idle WebSocket keeps its environ; about 250 bytes less each, ``bench/quiet.py idle``).
+_SHARED_FIELDS = frozenset(
+    {
+        b"host",
+        b"upgrade",
+        b"connection",
+        b"origin",
+        b"sec-websocket-version",
+        b"sec-websocket-extensions",
+        b"user-agent",
+        b"accept-encoding",
+        b"accept-language",
+        b"cache-control",
+        b"pragma",
+    }
+)
+#: Bounded both ways, so that distinct values (a scan, a hostile client) cannot grow it: at most
+#: this many values of at most this many bytes; others are decoded for their request alone.
+_SHARED_VALUES_LIMIT = 512
+_SHARED_VALUE_SIZE = 128
+_shared_values: dict[bytes, str] = {}
 #: Control characters h11 lets through in a field value (HTAB is allowed; NUL, CR and LF h11 refuses itself).
 _CONTROL = re.compile(rb"[\x00-\x08\x0a-\x1f\x7f]")
 
@@ -148,7 +170,8 @@ def _parse_plain(data: bytes) -> RequestHead | None:
             hosts += 1
         elif lowered == b"connection":
             close, keep_alive_asked = _connection_tokens(value, close, keep_alive_asked)
-        headers.append((name.decode("latin-1"), value.decode("latin-1")))
+        text = _shared_value(value) if lowered in _SHARED_FIELDS else value.decode("latin-1")
+        headers.append((name.decode("latin-1"), text))
     if hosts > 1 or (hosts == 0 and version == b"1.1"):
         return None  # h11 says which Host rule is broken
     return RequestHead(
@@ -160,6 +183,15 @@ def _parse_plain(data: bytes) -> RequestHead | None:
         chunked=False,
         keep_alive=not close and (version == b"1.1" or keep_alive_asked),
     )
+
+
+def _shared_value(value: bytes) -> str:
+    text = _shared_values.get(value)
+    if text is None:
+        text = value.decode("latin-1")
+        if len(value) <= _SHARED_VALUE_SIZE and len(_shared_values) < _SHARED_VALUES_LIMIT:
+            _shared_values[value] = text
+    return text
 
 
 def _connection_tokens(value: bytes, close: bool, keep_alive_asked: bool) -> tuple[bool, bool]:

@@ -130,7 +130,7 @@ class AnswerQueue:
     __slots__ = ("_outgoing", "_failed", "_defer_failure_close", "_held_failure")
 
     def __init__(self, defer_failure_close: bool = False) -> None:
-        self._outgoing: list[bytes] = []
+        self._outgoing: list[bytes] | None = None  # made for the first frame: most connections never queue one
         self._failed = False
         self._defer_failure_close = defer_failure_close
         self._held_failure: tuple[int, str] | None = None  # the close frame of a failure, not queued yet
@@ -161,8 +161,14 @@ class AnswerQueue:
 
     def data_to_send(self) -> list[bytes]:
         """Take the control frames queued so far."""
-        outgoing, self._outgoing = self._outgoing, []
-        return outgoing
+        outgoing, self._outgoing = self._outgoing, None
+        return [] if outgoing is None else outgoing
+
+    def _queue_frame(self, frame: bytes) -> None:
+        if self._outgoing is None:
+            self._outgoing = [frame]
+        else:
+            self._outgoing.append(frame)
 
 
 class LeanEngine(AnswerQueue):
@@ -235,7 +241,7 @@ class LeanEngine(AnswerQueue):
         for index, event in enumerate(events):
             if type(event) is Ping:
                 if self._state is EngineState.OPEN:
-                    self._outgoing.append(frame_header(_PONG, len(event.payload)) + event.payload)
+                    self._queue_frame(frame_header(_PONG, len(event.payload)) + event.payload)
             elif type(event) is ProtocolFailure:
                 self._fail(event.code, event.reason)
                 return
@@ -352,7 +358,7 @@ class LeanEngine(AnswerQueue):
     def send_ping(self, payload: bytes) -> None:
         """Queue a ping; :class:`RuntimeError` unless open."""
         self._check_sendable()
-        self._outgoing.append(frame_header(_PING, len(payload)) + payload)
+        self._queue_frame(frame_header(_PING, len(payload)) + payload)
 
     def send_close(self, code: int | None, reason: str = "") -> bool:
         """Queue our close frame (``None``: without a code); False if one was sent already."""
@@ -362,10 +368,10 @@ class LeanEngine(AnswerQueue):
             return False
         self._state = EngineState.CLOSED if self._remote_closed else EngineState.LOCAL_CLOSING
         if code is None or code == 1005:
-            self._outgoing.append(frame_header(_CLOSE, 0))
+            self._queue_frame(frame_header(_CLOSE, 0))
         else:
             payload = code.to_bytes(2, "big") + _truncate_utf8(reason, 123)
-            self._outgoing.append(frame_header(_CLOSE, len(payload)) + payload)
+            self._queue_frame(frame_header(_CLOSE, len(payload)) + payload)
         return True
 
     def _check_sendable(self) -> None:

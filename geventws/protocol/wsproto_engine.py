@@ -74,7 +74,7 @@ class WsprotoEngine(AnswerQueue):
             elif isinstance(event, wsproto_events.Ping):
                 events.append(Ping(bytes(event.payload)))
                 if connection.state is ConnectionState.OPEN:
-                    self._outgoing.append(connection.send(event.response()))
+                    self._queue_frame(connection.send(event.response()))
             elif isinstance(event, wsproto_events.Pong):
                 events.append(Pong(bytes(event.payload)))
             elif isinstance(event, wsproto_events.CloseConnection):
@@ -94,7 +94,7 @@ class WsprotoEngine(AnswerQueue):
             return ProtocolFailure(event.code, reason)
         if connection.state is ConnectionState.REMOTE_CLOSING:
             echo = event.code if is_sendable_code(event.code) else None
-            self._outgoing.append(connection.send(wsproto_events.CloseConnection(code=echo)))  # type: ignore[arg-type]
+            self._queue_frame(connection.send(wsproto_events.CloseConnection(code=echo)))  # type: ignore[arg-type]
         return Close(event.code, event.reason or "")
 
     def encode(self, data: str | bytes, fin: bool = True) -> Frames:
@@ -123,7 +123,7 @@ class WsprotoEngine(AnswerQueue):
     def send_ping(self, payload: bytes) -> None:
         """Queue a ping; :class:`RuntimeError` unless open."""
         self._check_sendable()
-        self._outgoing.append(self._connection.send(wsproto_events.Ping(payload=payload)))
+        self._queue_frame(self._connection.send(wsproto_events.Ping(payload=payload)))
 
     def send_close(self, code: int | None, reason: str = "") -> bool:
         """Queue our close frame; False if one was sent already or the connection failed."""
@@ -141,7 +141,7 @@ class WsprotoEngine(AnswerQueue):
 
     def _queue_close(self, code: int | None, reason: str) -> None:
         close = wsproto_events.CloseConnection(code=code, reason=reason or None)  # type: ignore[arg-type]
-        self._outgoing.append(self._connection.send(close))
+        self._queue_frame(self._connection.send(close))
 
     def _check_sendable(self) -> None:
         if self.state is not EngineState.OPEN:
