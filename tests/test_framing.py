@@ -318,3 +318,24 @@ def test_compressed_frames_from_the_lean_engine_inflate_back():
     start = 2 + (2 if length == 126 else 0)
     payload = wire[start:]
     assert zlib.decompressobj(-15).decompress(payload + b"\x00\x00\xff\xff").decode() == text
+
+
+@pytest.mark.skipif(not HAS_SPEEDUPS, reason="C speedups not built")
+def test_the_c_functions_refuse_wrong_arguments_with_a_type_error():
+    reader = speedups.FrameReader(100, 150, False, False)
+    calls = {
+        "feed() takes exactly 2 arguments (1 given)": lambda: reader.feed(b"x"),
+        "feed() argument 2 must be list, not tuple": lambda: reader.feed(b"x", ()),
+        "a bytes-like object is required, not 'str'": lambda: reader.feed("x", []),
+        "single_frame() takes exactly 2 arguments (3 given)": lambda: speedups.single_frame("x", 1, 2),
+        "an integer is required": lambda: speedups.single_frame("x", "1"),
+        "send_each() argument 2 must be list, not tuple": lambda: speedups.send_each(b"x", ()),
+        "apply_mask() takes exactly 2 arguments (0 given)": lambda: speedups.apply_mask(),
+    }
+    for message, call in calls.items():
+        with pytest.raises(TypeError, match=message.replace("(", r"\(").replace(")", r"\)")):
+            call()
+    events: list = []
+    reader.feed(memoryview(bytearray(b"\x81\x80\x00\x00\x00\x00")), events)  # right arguments: an empty text message
+    assert len(events) == 1 and events[0].message_finished and events[0].payload == ""
+    assert speedups.apply_mask(b"\x01\x02", b"\x01\x01\x01\x01") == b"\x00\x03"
