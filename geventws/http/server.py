@@ -19,7 +19,7 @@ from gevent.pywsgi import LoggingLogAdapter, WSGIServer
 
 from .connections import ConnectionGreenlets
 from .patching import warn_if_unpatched
-from .pywsgi_handler import ACCESS_LOG_LEVEL, WebsocketWSGIHandler
+from .pywsgi_handler import ACCESS_LOG_LEVEL, WebsocketWSGIHandler, serve_upgraded
 from .pywsgi_handler import DEFAULT_MAX_HEADER_SIZE as DEFAULT_MAX_HEADER_SIZE
 from .request_body import DEFAULT_BODY_TIMEOUT as DEFAULT_BODY_TIMEOUT
 
@@ -219,6 +219,10 @@ class _WSGIServer(WSGIServer):  # type: ignore[misc]
             self._handle(client_socket, address)
         finally:
             self.do_close(client_socket, address)
+
+    def handle(self, sock: socket.socket, address: Any) -> None:
+        """Serve the connection's requests, then the WebSocket one left to run after them (:func:`serve_upgraded`)."""
+        serve_upgraded(self, sock, address)
 
     def do_read(self) -> Any:
         """Accept one connection; out of descriptors, pause accepting instead of failing loudly."""
