@@ -454,3 +454,24 @@ def test_a_flood_of_empty_messages_is_bounded_by_the_receive_window(serve):
     flooder.kill()
     client.sock.close()
     done.set()
+
+
+def test_the_addresses_are_the_sockets_and_the_local_one_is_shared_by_a_listeners_clients(serve):
+    clients = []
+
+    def handler(client, request, response):
+        clients.append(client)
+        for _ in client:
+            pass
+
+    running = serve(endpoint(handler))
+    peers = [running.connect() for _ in range(2)]
+    deadline = time.monotonic() + 5
+    while len(clients) < 2 and time.monotonic() < deadline:
+        gevent.sleep(0.01)
+    first, second = clients
+    assert first.local_address == ("127.0.0.1", running.port)
+    assert first.local_address is second.local_address  # one tuple for every connection of the listener
+    assert {first.remote_address, second.remote_address} == {peer.sock.getsockname() for peer in peers}
+    for peer in peers:
+        peer.close()

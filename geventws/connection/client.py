@@ -33,7 +33,7 @@ from ..protocol.frames import EncodedMessage
 from .ids import client_ids as client_ids  # re-exported: where ids come from
 from .inbox import Inbox
 from .message import WebsocketMessage
-from .peer import address, tls_info
+from .peer import address, local_address, tls_info
 from .reader import DEFAULT_RECEIVE_WINDOW, MESSAGE_COST, GreenletReader, LoopReader, Reader
 from .stats import ClientStats, WebsocketCount, WebsocketTimestamp
 from .writer import DEFAULT_WRITE_TIMEOUT, Writer
@@ -106,7 +106,7 @@ class WebsocketClient:
         self.is_compression_enabled = compression_enabled
         #: The peer's address as the socket sees it (behind a proxy, see the endpoint's ``remote_addr``).
         self.remote_address = address(sock.getpeername)
-        self.local_address = address(sock.getsockname)
+        self.local_address = local_address(sock)
         #: What TLS negotiated, or ``None`` on a plain connection.
         self.tls_info = tls_info(sock)
         #: Counters and timestamps: the one place to read them.
