@@ -132,14 +132,14 @@ class WebsocketWSGIHandler(WSGIHandler):  # type: ignore[misc]
       application errors with their traceback at ERROR; nothing is printed.
     - Upgrades: see :class:`~.transport.Transport`.  A client handler left for after the
       response runs once this handler's request loop has returned and the
-      handler object is gone (:func:`serve_upgraded`, the server's ``handle``).
+      handler object is gone (``serve_upgraded``, the server's ``handle``).
     """
 
     _head_deadline: Any = None  # a timer of the loop
     _upgrade_logged = False
     _transport: Transport | None = None
     _serve_after: Callable[[], None] | None = None
-    #: What the server runs once this handler's request loop has returned (:func:`serve_upgraded`).
+    #: What the server runs once this handler's request loop has returned (``serve_upgraded``).
     upgraded: Callable[[], None] | None = None
     #: Requests read on this connection so far.
     _served = 0

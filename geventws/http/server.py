@@ -221,7 +221,7 @@ class _WSGIServer(WSGIServer):  # type: ignore[misc]
             self.do_close(client_socket, address)
 
     def handle(self, sock: socket.socket, address: Any) -> None:
-        """Serve the connection's requests, then the WebSocket one left to run after them (:func:`serve_upgraded`)."""
+        """Serve the connection's requests, then the WebSocket one left to run after them (``serve_upgraded``)."""
         serve_upgraded(self, sock, address)
 
     def do_read(self) -> Any:
