@@ -11,11 +11,10 @@ bounds the inbox is the reader's receive window, not the inbox itself.
 from __future__ import annotations
 
 from collections import deque
-from typing import Any
 
 import gevent
 from gevent.event import Event
-from gevent.hub import Waiter
+from greenlet import getcurrent, greenlet
 
 from .message import WebsocketMessage
 
@@ -28,7 +27,7 @@ class Inbox:
     def __init__(self, direct_wakeup: bool) -> None:
         self._messages: deque[WebsocketMessage] | None = None  # made with the first message
         self._ready: Event | None = None  # made when a waiter needs it
-        self._waiter: Waiter[Any] | None = None  # the handler the loop switches to directly
+        self._waiter: greenlet | None = None  # the handler the loop switches to directly
         self._direct = direct_wakeup  # the reader runs in the event loop and calls wake()
         self._closed = False
 
@@ -70,9 +69,14 @@ class Inbox:
         self._closed = True
         if self._ready is not None:
             self._ready.set()
-        waiter, self._waiter = self._waiter, None
-        if waiter is not None:
-            gevent.get_hub().loop.run_callback(waiter.switch, None)
+        if self._waiter is not None:
+            gevent.get_hub().loop.run_callback(self._wake_closed, self._waiter)
+
+    def _wake_closed(self, waiter: greenlet) -> None:
+        waiting = self._waiter
+        if waiting is not None and waiting is waiter:  # not woken meanwhile (it may wait elsewhere by now)
+            self._waiter = None
+            waiting.switch(None)
 
     def _wait(self, timeout: float | None) -> None:
         if not self._direct or self._waiter is not None:
@@ -82,10 +86,13 @@ class Inbox:
             if not self._ready.wait(timeout):
                 raise TimeoutError("No message within the timeout")
             return
-        waiter = self._waiter = Waiter()
+        # The hub is switched to directly, not through gevent's Waiter: each
+        # C frame between the handler and the switch is kept, copied off the
+        # stack, by every idle connection (Waiter.get's is about 700 bytes).
+        waiter = self._waiter = getcurrent()
         timer = gevent.Timeout.start_new(timeout) if timeout is not None else None
         try:
-            waiter.get()
+            gevent.get_hub().switch()
         except gevent.Timeout as expired:
             if expired is not timer:
                 raise

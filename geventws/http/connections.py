@@ -81,7 +81,10 @@ class ConnectionGreenlets:
 
     def _run(self, function: Callable[..., Any], args: tuple[Any, ...]) -> None:
         try:
-            function(*args)
+            if len(args) == 2:  # what gevent's servers pass: a plain call keeps no C frame under the handler
+                function(args[0], args[1])
+            else:
+                function(*args)
         except GreenletExit:
             pass
         except Exception:
