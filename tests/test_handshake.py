@@ -2,6 +2,7 @@
 
 import base64
 
+import gevent.event
 import pytest
 import websocket
 from conftest import factory, handshake_request, raw_exchange
@@ -57,6 +58,17 @@ def test_valid_handshake_answers_101_with_accept_key(echo):
     assert headers["upgrade"] == "websocket"
     assert headers["sec-websocket-accept"] == geventws.http.acceptor.accept_key(key)
     assert "content-type" not in headers
+
+
+def test_the_handler_gets_the_101_without_body_headers(serve):
+    seen = gevent.event.AsyncResult()
+    running = serve(factory(lambda server: geventws.Websocket(server, None, None, lambda *args: seen.set(args[2]))))
+    running.connect().close()
+    response = seen.get(timeout=5)
+    assert (response.status_code, response.status) == (101, "101 SWITCHING PROTOCOLS")
+    assert "Content-Type" not in response.headers
+    assert response.headers["Upgrade"] == "websocket"
+    assert list(response.response) == []
 
 
 def test_accept_key_matches_rfc_example():

@@ -31,9 +31,22 @@ __all__ = [
     "request_origin",
 ]
 
-_DEFAULT_CONTENT_TYPE = "text/plain; charset=utf-8"
 #: Chooses one of the offered subprotocols (or none) for a request.
 SubprotocolSelector = Callable[[Request, Sequence[str]], Union[str, None]]
+
+
+class _SwitchingProtocols(Response):
+    """A 101: no body, so no ``Content-Type`` and no body list of its own.
+
+    Every idle connection keeps its 101 (the handler is given it), so what it
+    does not hold is saved once per connection.
+    """
+
+    default_mimetype = None
+
+    def __init__(self) -> None:
+        # The status as werkzeug would spell it, one string for every response.
+        super().__init__((), "101 SWITCHING PROTOCOLS")
 
 
 class WebsocketAcceptor(Protocol):
@@ -85,9 +98,7 @@ class Rfc6455Acceptor:
         error = self._check(request)
         if error is not None:
             return error
-        # werkzeug's default content type, named: unnamed, werkzeug first looks for one
-        # in the headers, and a missing header costs it an exception.
-        response = Response(status=101, content_type=_DEFAULT_CONTENT_TYPE)
+        response = _SwitchingProtocols()
         headers = response.headers
         # add, not set: the headers are new (set would look for each one first).
         headers.add("Upgrade", "websocket")
