@@ -122,6 +122,8 @@ class Rfc6455ClientFactory:
             raise ValueError(f"engine must be 'fast' or 'wsproto', not {engine!r}")
         self.engine = engine
         self.write_timeout = write_timeout
+        self._limits: MessageLimits | None = None
+        self._limits_settings: tuple[int, int, bool, int | None] | None = None
 
     def create_client(
         self,
@@ -132,14 +134,14 @@ class Rfc6455ClientFactory:
         compression: NegotiatedDeflate | None,
     ) -> WebsocketClient:
         """A client for ``sock`` with this factory's limits and the negotiated ``compression``."""
-        limits = MessageLimits(
-            self.message_size_limit, self.frame_size_limit, self.text_only, self.compressed_message_size_limit
-        )
+        settings = (self.message_size_limit, self.frame_size_limit, self.text_only, self.compressed_message_size_limit)
         engine: ProtocolEngine
-        if self.engine == "wsproto":
+        if self.engine == "wsproto":  # wsproto's extension keeps each message's size: one each
             extensions = [compression.wsproto_extension()] if compression is not None else []
+            limits = MessageLimits(*settings)
             engine = WsprotoEngine(limits, extensions, self.frame_split_threshold, defer_failure_close=True)
         else:
+            limits = self._lean_limits(settings)
             deflate = compression.codec() if compression is not None else None
             # A frame delivered whole is held until complete: never more than the window allows.
             whole_frame_limit = min(WHOLE_FRAME_LIMIT, self.receive_window)
@@ -158,6 +160,13 @@ class Rfc6455ClientFactory:
             rate_limit=self.rate_limit,
             write_timeout=self.write_timeout,
         )
+
+    def _lean_limits(self, settings: tuple[int, int, bool, int | None]) -> MessageLimits:
+        """One :class:`MessageLimits` for every lean engine while the settings stay: it only reads them."""
+        if self._limits is None or self._limits_settings != settings:
+            self._limits = MessageLimits(*settings)
+            self._limits_settings = settings
+        return self._limits
 
 
 def _header(response: Response, name: str) -> str | None:
