@@ -8,7 +8,7 @@ import time
 import gevent
 import pytest
 import websocket
-from conftest import close_code, factory, handshake_request, masked_frame, raw_exchange
+from conftest import close_code, echo_handler, factory, handshake_request, masked_frame, raw_exchange
 from gevent.event import AsyncResult, Event
 from websocket import ABNF
 
@@ -475,3 +475,39 @@ def test_the_addresses_are_the_sockets_and_the_local_one_is_shared_by_a_listener
     assert {first.remote_address, second.remote_address} == {peer.sock.getsockname() for peer in peers}
     for peer in peers:
         peer.close()
+
+
+@pytest.mark.parametrize("engine", ["fast", "wsproto"])
+def test_a_size_limit_changed_on_the_factory_applies_to_the_next_client(serve, engine):
+    client_factory = geventws.Rfc6455ClientFactory(rate_limit=None, message_size_limit=1000, engine=engine)
+    app = factory(lambda server: geventws.Websocket(server, None, None, echo_handler, client_factory=client_factory))
+    running = serve(app)
+    before = running.connect()
+    before.send_binary(b"x" * 800)
+    assert before.recv() == b"x" * 800
+    client_factory.message_size_limit = client_factory.frame_size_limit = 500
+    after = running.connect()
+    after.send_binary(b"x" * 800)
+    opcode, payload = after.recv_data(control_frame=True)
+    assert (opcode, close_code(payload)) == (ABNF.OPCODE_CLOSE, 1009)
+    before.send_binary(b"y" * 800)  # the first client keeps the limit it was made with
+    assert before.recv() == b"y" * 800
+    before.close()
+    after.close()
+
+
+def test_iterating_a_client_yields_each_message_once_until_the_close(serve):
+    handler, seen, done = capture_client()
+    running = serve(endpoint(handler))
+    peer = running.connect()
+    client = seen.get(timeout=5)
+    assert iter(client) is client
+    peer.send("one")
+    peer.send_binary(b"two")
+    assert str(next(client)) == "one"
+    peer.close()
+    assert [bytes(message.buffer()) for message in client] == [b"two"]
+    assert list(client) == []  # a second loop after the close ends at once
+    with pytest.raises(StopIteration):
+        next(client)
+    done.set()

@@ -214,10 +214,16 @@ class WebsocketClient:
         return message
 
     def __iter__(self) -> Iterator[WebsocketMessage]:
-        """The messages until the connection closes."""
-        # Not a generator: an idle handler's greenlet then keeps no generator
-        # and a smaller saved stack (about 170 bytes, bench/quiet.py idle).
-        return iter(self.receive, None)
+        """The messages until the connection closes (the client is its own iterator: one stream)."""
+        # Neither a generator nor iter(receive, None): an idle handler's greenlet
+        # then keeps no iterator object and a smaller saved stack (bench/quiet.py idle).
+        return self
+
+    def __next__(self) -> WebsocketMessage:
+        message = self.receive()
+        if message is None:
+            raise StopIteration
+        return message
 
     # ------------------------------------------------------------------ send
 

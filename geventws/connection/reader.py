@@ -255,7 +255,10 @@ class LoopReader(Reader):
 
     def start(self) -> None:
         loop = gevent.get_hub().loop
-        self._watcher = loop.io(self._raw.fileno(), 1)
+        # gevent's socket made a read watcher for its own blocking reads, which never
+        # happen here (the loop does every read): watching with it saves one per connection.
+        watcher = getattr(self._socket, "_read_event", None)
+        self._watcher = watcher if watcher is not None else loop.io(self._raw.fileno(), 1)
         self._watcher.start(self._on_readable)
         if self._held:  # what came with the handshake: parse it without waiting for more
             loop.run_callback(self._on_readable)
