@@ -15,6 +15,7 @@ from conftest import masked_frame
 from geventws.protocol.deflate import Rfc7692CompressionFactory
 from geventws.protocol.engine import EngineState, LeanEngine
 from geventws.protocol.events import Close, Data, Ping, Pong, ProtocolFailure
+from geventws.protocol.frames import JOIN_LIMIT, frame_header
 from geventws.protocol.handshake import accept_key, is_valid_key, serialize_101, split_tokens
 from geventws.protocol.limits import MessageLimits
 from geventws.protocol.wsproto_engine import WsprotoEngine
@@ -312,6 +313,17 @@ def test_length_encoding_boundaries(size):
     assert frames == 1
     header = {0: 2, 125: 2, 126: 4, 65535: 4, 65536: 10}[size]
     assert len(wire) == header + size and wire[0] == 0x82
+
+
+@pytest.mark.parametrize("fin", [True, False])
+def test_a_large_frame_goes_out_as_its_header_and_its_payload_uncopied(fin):
+    engine = LeanEngine(MessageLimits(1 << 20, 1 << 20), 1 << 20)
+    small, large = bytes(JOIN_LIMIT), bytes(JOIN_LIMIT + 1)
+    assert engine.encode(small, fin)[0] == [frame_header(0x2, JOIN_LIMIT, fin) + small]
+    engine.encode(b"", True)  # end a streamed message
+    buffers, frames = engine.encode(large, fin)
+    assert frames == 1 and len(buffers) == 2
+    assert buffers[0] == frame_header(0x2, JOIN_LIMIT + 1, fin) and buffers[1] is large
 
 
 def test_frames_are_split_by_bytes_never_over_the_threshold():
