@@ -643,13 +643,15 @@ begin_payload(FrameReader *self, Py_ssize_t avail, PyObject *events, int *attent
 }
 
 /* Unmask `n` payload bytes of a frame delivered whole into its buffer, which
- * grows with what arrives, never past twice what was received. */
+ * grows with what arrives, never past four times what was received: growing
+ * by two, the reallocations copied about the frame's size once more (a sixth
+ * of the server's user time in the 1 MiB echo, perf). */
 static int
 assemble(FrameReader *self, const unsigned char *masked, Py_ssize_t n, PyObject *events, int *attention)
 {
     Py_ssize_t needed = self->whole_filled + n;
     if (needed > self->whole_size) {
-        Py_ssize_t size = needed <= self->whole_length / 2 ? 2 * needed : self->whole_length;
+        Py_ssize_t size = needed <= self->whole_length / 4 ? 4 * needed : self->whole_length;
         if (self->whole == NULL) {
             self->whole = PyBytes_FromStringAndSize(NULL, size);
             if (self->whole == NULL)

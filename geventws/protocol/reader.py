@@ -22,8 +22,10 @@ the tests run both against wsproto.  Why C: in the engine microbenchmark
 A binary frame of at most :data:`WHOLE_FRAME_LIMIT` bytes whose payload
 arrives over several reads is delivered whole once complete: one buffer per
 frame, so the message it ends needs no join.  The buffer grows with what
-arrives (never past twice what was received), so a header announcing a
-large frame costs nothing until the payload comes.  Larger frames are
+arrives (never past four times what was received: a 1 MiB frame whose
+first read brings a quarter of it gets its whole buffer at once, and no
+reallocation copies what came before), so a header announcing a large frame
+costs nothing until the payload comes.  Larger frames are
 delivered chunk by chunk as they arrive, and never buffered whole.
 """
 
