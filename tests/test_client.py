@@ -259,6 +259,23 @@ def test_tcp_drop_is_recorded_as_1006(serve):
     done.set()
 
 
+def test_closing_the_servers_socket_under_the_reader_ends_the_connection_as_lost(serve, monkeypatch):
+    errors = []
+    hub = gevent.get_hub()
+    monkeypatch.setattr(hub, "handle_error", lambda context, kind, value, tb: errors.append(value))
+    handler, seen, done = capture_client()
+    running = serve(endpoint(handler))
+    client = running.connect()
+    server_side = seen.get(5)
+    server_side._socket.close()  # as a WSGI server does once its handler returns
+    assert server_side.wait_closed(5)
+    assert server_side.close_info.code == CloseCode.ABNORMAL_CLOSE
+    assert server_side.receive() is None
+    assert errors == []
+    client.close()
+    done.set()
+
+
 def test_on_close_callback_runs_once_with_the_info(serve):
     calls = []
     handler, seen, done = capture_client()

@@ -263,6 +263,19 @@ class LoopReader(Reader):
         if self._held:  # what came with the handshake: parse it without waiting for more
             loop.run_callback(self._on_readable)
 
+    def throw(self, error: BaseException) -> None:
+        """gevent's socket was closed under the reader: end reading, as when the connection is lost.
+
+        Closing a gevent socket cancels whatever waits on its read watcher by
+        throwing into the ``__self__`` of the watcher's callback (a greenlet,
+        for its own reads).  This reader reads with that watcher (see
+        :meth:`start`), so the throw lands here, in the hub, once gevent has
+        closed the watcher; without this method the reader would never finish.
+        """
+        logger.debug("%r: the socket was closed under the reader (%r)", self._client, error)
+        self.at_eof = True
+        self._end_reading()
+
     def _on_readable(self) -> None:
         """The event loop's callback: the socket is readable (or held bytes wait); runs in the hub, never blocks."""
         if self._watcher is None:
