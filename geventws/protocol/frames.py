@@ -17,13 +17,14 @@ OPCODE_CONTINUATION = 0x0
 OPCODE_TEXT = 0x1
 OPCODE_BINARY = 0x2
 
-#: 64 KiB: a frame up to this size is written as one buffer, its header and
-#: payload joined (one send, the copy is cheap); a larger one as its header and
-#: its payload uncopied, gathered in one send.  A copy of a large payload also
-#: costs a fresh allocation's page faults: a 1 MiB message sent as one joined
-#: frame spent about a fifth of the server's time faulting pages in (perf, the
-#: 1 MiB echo of ``bench/run.py``).
-JOIN_LIMIT = 64 * 1024
+#: 16 KiB: a frame up to this size is written as one buffer, its header and
+#: payload joined (one send; the copy costs less than gathering two buffers); a
+#: larger one as its header and its payload uncopied, gathered in one send.
+#: Copying costs about a microsecond per 16 KiB, and a large copy a fresh
+#: allocation's page faults too: a 1 MiB message sent as one joined frame spent
+#: about a fifth of the server's time faulting pages in (perf, the 1 MiB echo of
+#: ``bench/run.py``).
+JOIN_LIMIT = 16 * 1024
 
 _HEADER_16 = struct.Struct("!BBH")
 _HEADER_64 = struct.Struct("!BBQ")
