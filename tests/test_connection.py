@@ -4,6 +4,7 @@ No server and no handshake: a :class:`WebsocketClient` on one end of a socket
 pair, and a hand-driven peer on the other.
 """
 
+import socket
 import struct
 import time
 
@@ -241,6 +242,28 @@ def test_streamed_messages_never_interleave_with_other_messages(pair):
     gevent.joinall([streamer, other], timeout=5, raise_error=True)
     frames = [peer.frame() for _ in range(3)]
     assert frames == [(0x02, b"a"), (0x80, b"b"), (0x81, b"other")]
+
+
+@pytest.mark.parametrize("size", [1000, 40000])  # one buffer; header and payload apart
+def test_messages_a_full_socket_takes_in_part_arrive_whole_in_order_and_counted(pair, size):
+    client, peer = pair(split=1 << 20)
+    if client.writer.raw_socket is not None:
+        client.writer.raw_socket.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 4096)
+    count = 2_000_000 // size  # far more than the socket buffers hold: most sends are partial
+
+    def send_all():
+        for index in range(count):
+            client.send_binary(index.to_bytes(4, "big") * (size // 4))
+
+    senders = [gevent.spawn(send_all), gevent.spawn(client.send_text, "between")]
+    received = [peer.frame() for _ in range(count + 1)]
+    gevent.joinall(senders, timeout=10, raise_error=True)
+    binary = [payload for first, payload in received if first == 0x82]
+    assert [first for first, _ in received].count(0x81) == 1 and (0x81, b"between") in received
+    assert binary == [index.to_bytes(4, "big") * (size // 4) for index in range(count)]
+    assert (client.stats.messages_sent, client.stats.frames_sent) == (count + 1, count + 1)
+    header = 2 if size < 126 else 4
+    assert client.stats.bytes_sent == count * (header + size) + 2 + len("between")
 
 
 def test_a_large_message_of_empty_and_full_frames_goes_out_whole_through_a_full_socket(pair):
