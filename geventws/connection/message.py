@@ -99,7 +99,8 @@ class WebsocketMessage:
         """
         if self._value is not None:
             if self._unpaid:
-                self._pay()
+                unpaid, self._unpaid = self._unpaid, 0
+                self._consumed(unpaid)
                 if limit is not None and len(self._value) > limit:
                     raise MessageBufferLimitError(limit)
             return self._value

@@ -296,22 +296,18 @@ class LoopReader(Reader):
                     self._received(self._buffer[:size])
                 else:
                     self._eof()
-            if self._must_stop_or_pause():
+            if (  # anything for _after_read() to do (a cheap check; otherwise the watcher just goes on)
+                self._engine.state is not EngineState.OPEN
+                or self.unread >= self.receive_window
+                or self.throttled_until
+                or self._held
+                or self.at_eof
+            ):
                 self._after_read()
         except Exception:
             logger.exception("%r: reader failed", self._client)
             self._end_reading()
         self._inbox.wake()
-
-    def _must_stop_or_pause(self) -> bool:
-        """Whether :meth:`_after_read` has anything to do (a cheap check; otherwise the watcher just goes on)."""
-        return bool(
-            self._engine.state is not EngineState.OPEN
-            or self.unread >= self.receive_window
-            or self.throttled_until
-            or self._held
-            or self.at_eof
-        )
 
     def _after_read(self) -> None:
         """Stop reading, pause, or go on, by the state the last read left."""

@@ -193,7 +193,7 @@ class LeanEngine(AnswerQueue):
         "message_size_limit",
         "frame_split_threshold",
         "_limits",
-        "_state",
+        "state",
         "_remote_closed",
         "_reader",
         "_deflate",
@@ -216,7 +216,9 @@ class LeanEngine(AnswerQueue):
         self._limits = limits
         self.frame_split_threshold = frame_split_threshold
         super().__init__(defer_failure_close)
-        self._state = EngineState.OPEN
+        #: Where the close handshake stands: an attribute, not a property, as
+        #: the reader and the writer read it on every message.
+        self.state = EngineState.OPEN
         self._remote_closed = False  # the peer's close frame arrived: nothing more is parsed
         self._reader = FrameReader(
             limits.frame_size_limit, limits.message_size_limit, limits.text_only, deflate is not None, whole_frame_limit
@@ -227,11 +229,6 @@ class LeanEngine(AnswerQueue):
         self._decoder: codecs.IncrementalDecoder | None = None
         self._outbound_opcode = 0
         self._outbound_compressed = False
-
-    @property
-    def state(self) -> EngineState:
-        """Where the close handshake stands."""
-        return self._state
 
     # ------------------------------------------------------------- receiving
 
@@ -251,7 +248,7 @@ class LeanEngine(AnswerQueue):
         """Finish what the reader leaves to the engine: pongs, close frames, compressed payload, the failure."""
         for index, event in enumerate(events):
             if type(event) is Ping:
-                if self._state is EngineState.OPEN:
+                if self.state is EngineState.OPEN:
                     self._queue_frame(frame_header(_PONG, len(event.payload)) + event.payload)
             elif type(event) is ProtocolFailure:
                 self._fail(event.code, event.reason)
@@ -270,12 +267,12 @@ class LeanEngine(AnswerQueue):
 
     def _fail(self, code: int, reason: str) -> None:
         """Fail the connection (RFC 6455 section 7.1.7): queue (or hold) our close frame, parse nothing more."""
-        self._fail_with(code, reason, can_hold=self._state is EngineState.OPEN)
+        self._fail_with(code, reason, can_hold=self.state is EngineState.OPEN)
 
     def _queue_failure_close(self, code: int, reason: str) -> None:
         self._held_failure = None
         self.send_close(code, reason)
-        self._state = EngineState.CLOSED
+        self.state = EngineState.CLOSED
 
     def _close_frame(self, payload: bytes) -> Close:
         if not payload:
@@ -291,10 +288,10 @@ class LeanEngine(AnswerQueue):
             except UnicodeDecodeError as error:
                 raise _Failure(1007, "Close reason is not valid UTF-8") from error
         self._remote_closed = True
-        if self._state is EngineState.OPEN:
+        if self.state is EngineState.OPEN:
             # Echo the code (RFC 6455 section 5.5.1), or none where it may not be sent.
             self.send_close(close.code if is_sendable_code(close.code) else None)
-        self._state = EngineState.CLOSED
+        self.state = EngineState.CLOSED
         return close
 
     def _inflate_chunk(self, chunk: CompressedChunk) -> Data:
@@ -336,7 +333,7 @@ class LeanEngine(AnswerQueue):
 
     def encode(self, data: str | bytes, fin: bool = True) -> Frames:
         """The frames of a whole message or of the next streamed chunk (see :class:`ProtocolEngine`)."""
-        if self._state is not EngineState.OPEN:
+        if self.state is not EngineState.OPEN:
             raise RuntimeError("The connection is closing")
         split = self.frame_split_threshold
         if fin and not self._outbound_opcode and self._deflate is None:
@@ -376,9 +373,9 @@ class LeanEngine(AnswerQueue):
         """Queue our close frame (``None``: without a code); False if one was sent already."""
         if self._held_failure is not None:
             return self.send_failure_close()
-        if self._state is not EngineState.OPEN:
+        if self.state is not EngineState.OPEN:
             return False
-        self._state = EngineState.CLOSED if self._remote_closed else EngineState.LOCAL_CLOSING
+        self.state = EngineState.CLOSED if self._remote_closed else EngineState.LOCAL_CLOSING
         if code is None or code == 1005:
             self._queue_frame(frame_header(_CLOSE, 0))
         else:
@@ -387,7 +384,7 @@ class LeanEngine(AnswerQueue):
         return True
 
     def _check_sendable(self) -> None:
-        if self._state is not EngineState.OPEN:
+        if self.state is not EngineState.OPEN:
             raise RuntimeError("The connection is closing")
 
 
