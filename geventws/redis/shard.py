@@ -100,7 +100,7 @@ class Shard:
                 self._wanted.clear()  # subscribe() sets it again
             self._wanted.wait()
             try:
-                pubsub = self.client.pubsub()  # type: ignore[no-untyped-call]
+                pubsub = self.client.pubsub()  # type: ignore[no-untyped-call,unused-ignore]  # typed from redis 8.2
                 subscribe = pubsub.ssubscribe if self.sharded else pubsub.subscribe
                 channels = list(self.channels)
                 for channel in channels:  # one by one: on a cluster, one SSUBSCRIBE must not span slots
