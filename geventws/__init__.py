@@ -41,6 +41,7 @@ _EXPORTS = {
     "WebsocketClientHandler": "http.client_handler",
     "PeriodicHeartbeat": "connection.heartbeat",
     "MessageBufferLimitError": "connection.message",
+    "MessageDiscardedError": "connection.message",
     "WebsocketMessage": "connection.message",
     "ConstantRateLimit": "connection.rate_limit",
     "Router": "http.router",
@@ -64,6 +65,7 @@ __all__ = [
     "ErrorHandler",
     "HistoryGap",
     "MessageBufferLimitError",
+    "MessageDiscardedError",
     "PeriodicHeartbeat",
     "Rfc6455Acceptor",
     "SameOriginAcceptor",
@@ -109,7 +111,7 @@ if TYPE_CHECKING:  # for type checkers and IDEs: the same names, imported eagerl
     from .connection.client import WebsocketClient
     from .connection.client_factory import Rfc6455ClientFactory, WebsocketClientFactory
     from .connection.heartbeat import PeriodicHeartbeat
-    from .connection.message import MessageBufferLimitError, WebsocketMessage
+    from .connection.message import MessageBufferLimitError, MessageDiscardedError, WebsocketMessage
     from .connection.peer import TlsInfo
     from .connection.rate_limit import ConstantRateLimit
     from .connection.stats import WebsocketCount, WebsocketTimestamp

@@ -16,6 +16,7 @@ from conftest import masked_frame, read_frame
 from geventws import (
     CloseCode,
     ConstantRateLimit,
+    MessageDiscardedError,
     PeriodicHeartbeat,
     SlowConsumerPolicy,
     WebsocketClient,
@@ -128,6 +129,40 @@ def test_reading_resumes_once_a_full_window_is_read_though_nothing_waits_on_the_
     gevent.sleep(0.05)
     peer.send(masked_frame(0x2, b"later"))
     assert client.receive(5).buffer() == b"later"
+
+
+def test_messages_the_handler_skips_give_their_room_back_when_it_asks_for_the_next(pair):
+    client, peer = pair(receive_window=1000, rate_limit=None)
+    skipped = []
+    for _ in range(20):  # 20 x 600 unread bytes: counted, they would pause the reader within two
+        peer.send(masked_frame(0x2, bytes(600)))
+        message = client.receive(5)
+        assert message is not None and message.is_binary
+        skipped.append(message)
+    assert skipped[0].buffer() == bytes(600)  # complete on arrival: still readable later
+    assert skipped[1].read() == bytes(600) and skipped[1].read() is None
+    peer.send(masked_frame(0x1, b"last"))
+    assert client.receive(5).buffer() == "last"
+    assert client._reader.unread == 0
+
+
+def test_the_rest_of_a_message_the_handler_moved_on_from_is_discarded(pair):
+    client, peer = pair(receive_window=1000, rate_limit=None)
+    peer.send(masked_frame(0x2, b"head", fin=False))
+    first = client.receive(5)
+    assert first.read(5) == b"head"
+    following = gevent.spawn(client.receive, 5)  # moves on while the first still arrives
+    gevent.sleep(0.05)
+    for _ in range(5):  # 3000 bytes more than the window: kept, they would pause the reader for good
+        peer.send(masked_frame(0x0, bytes(600), fin=False))
+    peer.send(masked_frame(0x0, b"tail") + masked_frame(0x1, b"next"))
+    assert following.get(timeout=5).buffer() == "next"
+    with pytest.raises(MessageDiscardedError, match="asked for the next message before reading this one"):
+        first.read()
+    with pytest.raises(MessageDiscardedError):
+        first.buffer()
+    assert client._reader.unread == 0
+    assert client.stats.messages_received == 2
 
 
 def test_a_ping_is_answered_while_nobody_reads(pair):

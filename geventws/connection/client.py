@@ -34,7 +34,7 @@ from .ids import client_ids as client_ids  # re-exported: where ids come from
 from .inbox import Inbox
 from .message import WebsocketMessage
 from .peer import address, local_address, tls_info
-from .reader import DEFAULT_RECEIVE_WINDOW, MESSAGE_COST, GreenletReader, LoopReader, Reader
+from .reader import DEFAULT_RECEIVE_WINDOW, GreenletReader, LoopReader, Reader
 from .stats import ClientStats, WebsocketCount, WebsocketTimestamp
 from .writer import DEFAULT_WRITE_TIMEOUT, Writer
 
@@ -74,7 +74,7 @@ class WebsocketClient:
         "_inbox",
         "_close_info",
         "_failure",
-        "_handling",
+        "_handled",
         "_close_timer",
         "_closed",
         "_closed_event",
@@ -127,7 +127,8 @@ class WebsocketClient:
         self._reader: Reader = LoopReader(self, raw, *args) if raw is not None else GreenletReader(self, *args)
         self._close_info: WebsocketCloseInfo | None = None
         self._failure: ProtocolFailure | None = None  # held until the messages before it are handled
-        self._handling = False  # receive() returned a message and has not been called again since
+        #: The message receive() returned last, until it is called again.
+        self._handled: WebsocketMessage | None = None
         self._close_timer: gevent.Greenlet | None = None
         self._closed = False  # the socket is released
         self._closed_event: Event | None = None  # made when someone waits for that
@@ -202,15 +203,19 @@ class WebsocketClient:
         """The next message, as soon as its first frame arrived; ``None`` once the connection closed.
 
         Raises :class:`TimeoutError` when ``timeout`` seconds pass first.
-        Messages that arrived before the close are still returned.
+        Messages that arrived before the close are still returned.  What the
+        handler left unread of the message before no longer counts against the
+        receive window; if that message was still arriving, its rest is
+        discarded (see :class:`~geventws.WebsocketMessage`).
         """
-        self._handling = False
+        handled = self._handled
+        if handled is not None:
+            self._handled = None
+            if handled._unpaid or not handled._finished:  # not read whole: it counts against the window no more
+                handled._release()
         if self._failure is not None and not self._inbox.has_messages:
             self._end_failure()  # the messages before the failure are handled (and answered): close now
-        message = self._inbox.get(timeout)
-        if message is not None:
-            self._handling = True
-            self._reader.consumed(MESSAGE_COST)
+        message = self._handled = self._inbox.get(timeout)
         return message
 
     def __iter__(self) -> Iterator[WebsocketMessage]:
@@ -385,7 +390,7 @@ class WebsocketClient:
         logger.info("%r: closing with %d: %s", self, failure.code, failure.reason)
         if self._close_info is not None:
             return
-        if (self._inbox.has_messages or self._handling) and not self._reader.is_assembling:
+        if (self._inbox.has_messages or self._handled is not None) and not self._reader.is_assembling:
             self._failure = failure
             self._close_timer = gevent.spawn_later(self._close_period, self._end_failure)
             return

@@ -18,6 +18,13 @@ class MessageBufferLimitError(Exception):
         self.limit = limit
 
 
+class MessageDiscardedError(Exception):
+    """Raised on reading a message that was still arriving when the handler asked for the next one."""
+
+    def __init__(self) -> None:
+        super().__init__("The handler asked for the next message before reading this one: its rest was discarded")
+
+
 class WebsocketMessage:
     """One text or binary message.
 
@@ -25,24 +32,32 @@ class WebsocketMessage:
     so a handler can start working on a large message before it is complete.
     Reading a chunk gives its size back to the connection's receive window:
     a message nobody reads eventually stops the reader (TCP then pushes back on
-    the peer) instead of growing in memory.  Text chunks are ``str``, binary
-    chunks ``bytes``.
+    the peer) instead of growing in memory.  Asking the client for the next
+    message gives back what is left of this one: a message whose last frame had
+    arrived stays readable, while the rest of one still arriving is discarded (reading
+    it then raises :class:`MessageDiscardedError`), so a handler that skips a
+    message neither stalls its reader nor keeps the message in memory.  Text
+    chunks are ``str``, binary chunks ``bytes``.
     """
 
     __slots__ = ("is_binary", "_chunks", "_finished", "_error", "_ready", "_consumed", "_value", "_unpaid")
 
-    def __init__(self, is_binary: bool, consumed: Callable[[int], None]) -> None:
+    def __init__(self, is_binary: bool, consumed: Callable[[int], None], cost: int = 0) -> None:
         self.is_binary = is_binary
         self._chunks: deque[str | bytes] = deque()
         self._finished = False
-        self._error: WebsocketClosedException | None = None
+        self._error: Exception | None = None
         self._ready: Event | None = None  # made only when a reader has to wait
-        self._consumed = consumed
+        #: Gives bytes back to the receive window; ``None`` once the handler moved on (nothing counts any more).
+        self._consumed: Callable[[int], None] | None = consumed
         self._value: str | bytes | None = None
-        self._unpaid = 0  # of a complete message: bytes not yet given back to the receive window
+        #: What this message counts against the receive window and the handler has not read yet.
+        self._unpaid = cost
 
     @classmethod
-    def complete(cls, is_binary: bool, payload: str | bytes, consumed: Callable[[int], None]) -> WebsocketMessage:
+    def complete(
+        cls, is_binary: bool, payload: str | bytes, consumed: Callable[[int], None], unpaid: int
+    ) -> WebsocketMessage:
         """A message that arrived whole in one chunk: the common case, built in one step, without a chunk queue."""
         message = cls.__new__(cls)
         message.is_binary = is_binary
@@ -52,7 +67,7 @@ class WebsocketMessage:
         message._ready = None
         message._consumed = consumed
         message._value = payload
-        message._unpaid = len(payload)
+        message._unpaid = unpaid
         return message
 
     @property
@@ -74,17 +89,18 @@ class WebsocketMessage:
         if self._chunks is None:  # complete on arrival
             return self._take_whole()
         while not self._chunks:
-            if self._finished:
-                return None
-            if self._error is not None:
+            if self._error is not None:  # failed, or discarded (then finished later, but not whole)
                 raise self._error
+            if self._finished:
+                self._pay(self._unpaid)  # read whole: the message's own cost too
+                return None
             if self._ready is None:
                 self._ready = Event()
             self._ready.clear()
             if not self._ready.wait(timeout):
                 raise TimeoutError("No message data within the timeout")
         chunk = self._chunks.popleft()
-        self._consumed(len(chunk))
+        self._pay(len(chunk))
         return chunk
 
     def __iter__(self) -> Iterator[str | bytes]:
@@ -98,15 +114,18 @@ class WebsocketMessage:
         before more is kept; the connection's message size limit applies anyway.
         """
         if self._value is not None:
-            if self._unpaid:
-                unpaid, self._unpaid = self._unpaid, 0
-                self._consumed(unpaid)
+            unpaid = self._unpaid
+            if unpaid:  # not taken yet
+                self._unpaid = 0
+                consumed = self._consumed
+                if consumed is not None:
+                    consumed(unpaid)
                 if limit is not None and len(self._value) > limit:
                     raise MessageBufferLimitError(limit)
             return self._value
         if self._finished and len(self._chunks) == 1:  # whole already: no join, no copy
             chunk = self._chunks.popleft()
-            self._consumed(len(chunk))
+            self._pay(self._unpaid)
             if limit is not None and len(chunk) > limit:
                 raise MessageBufferLimitError(limit)
             self._value = chunk
@@ -124,14 +143,17 @@ class WebsocketMessage:
     def _take_whole(self) -> str | bytes | None:
         """read() of a message complete on arrival: its payload as one chunk (if any), then the end."""
         if not self._unpaid:
-            return None
-        self._pay()
-        value, self._value = self._value, self._value[:0]  # type: ignore[index]
-        return value
+            return None  # taken already, by read() or buffer()
+        self._pay(self._unpaid)
+        value = self._value
+        self._value = value[:0]  # type: ignore[index]
+        return value or None
 
-    def _pay(self) -> None:
-        unpaid, self._unpaid = self._unpaid, 0
-        self._consumed(unpaid)
+    def _pay(self, size: int) -> None:
+        """``size`` bytes were read: give them back to the receive window (unless released, which did)."""
+        self._unpaid -= size
+        if size and self._consumed is not None:
+            self._consumed(size)
 
     def __str__(self) -> str:
         value = self.buffer()
@@ -148,11 +170,30 @@ class WebsocketMessage:
 
     # Called by the connection's reader only.
 
-    def _feed(self, chunk: str | bytes) -> None:
-        if chunk:
-            self._chunks.append(chunk)
-            if self._ready is not None:
-                self._ready.set()
+    def _feed(self, chunk: str | bytes) -> bool:
+        """Queue a chunk; whether it counts against the receive window (a discarded message keeps none)."""
+        if self._consumed is None:
+            return False
+        self._chunks.append(chunk)
+        self._unpaid += len(chunk)
+        if self._ready is not None:
+            self._ready.set()
+        return True
+
+    def _release(self) -> None:
+        """The handler asked for the next message: give back what this one counts, and discard its unread rest.
+
+        A message complete on arrival is in memory already and stays readable.
+        One still arriving would otherwise keep filling the receive window
+        (or memory) with data nobody waits for.
+        """
+        consumed, self._consumed = self._consumed, None
+        if self._unpaid and consumed is not None:
+            consumed(self._unpaid)
+        if self._chunks is not None and not self._finished and self._error is None:
+            self._chunks.clear()
+            self._unpaid = 0
+            self._error = MessageDiscardedError()
 
     def _finish(self) -> None:
         self._finished = True

@@ -219,18 +219,17 @@ class Reader:
         message = self._current
         if message is None:
             if event.message_finished:  # whole in one chunk: the hot path
-                message = WebsocketMessage.complete(event.is_binary, payload, self.consumed)
-                self.unread += len(payload) + MESSAGE_COST
-                self._inbox.put(message)
+                cost = len(payload) + MESSAGE_COST
+                self.unread += cost
+                self._inbox.put(WebsocketMessage.complete(event.is_binary, payload, self.consumed, cost))
                 stats.messages_received += 1
                 stats.last_data_read = stats.last_read
                 return
-            message = self._current = WebsocketMessage(event.is_binary, self.consumed)
+            message = self._current = WebsocketMessage(event.is_binary, self.consumed, MESSAGE_COST)
             self.unread += MESSAGE_COST
             self._inbox.put(message)
-        if payload:
+        if payload and message._feed(payload):
             self.unread += len(payload)
-            message._feed(payload)
         if event.message_finished:
             message._finish()
             self._current = None
