@@ -247,7 +247,7 @@ class WebsocketClient:
         """Send one binary message; as :meth:`send_text`, for bytes-like data."""
         if not isinstance(data, (bytes, bytearray, memoryview)):
             raise TypeError(f"send_binary() takes bytes, not {type(data).__name__}")
-        self.writer.send_message(bytes(data))
+        self.writer.send_message(data if type(data) is bytes else bytes(data))
 
     def stream_text(self, chunks: Iterable[str]) -> None:
         """Send one text message made of ``chunks`` as they come (one or more frames each).
