@@ -16,6 +16,7 @@ import pytest
 from conftest import masked_frame, read_frame
 
 from geventws import WebsocketClient, WebsocketClosedException
+from geventws.connection import writer
 from geventws.connection.threads import serve_on_this_thread
 from geventws.protocol.engine import LeanEngine
 from geventws.protocol.limits import MessageLimits
@@ -78,7 +79,16 @@ def echo(client: WebsocketClient) -> None:
         client.send_text(f"echo {message}")
 
 
-def test_a_send_from_another_thread_runs_on_the_owning_thread() -> None:
+def test_a_send_from_another_thread_runs_on_the_owning_thread(monkeypatch: pytest.MonkeyPatch) -> None:
+    # A small message is encoded and sent by send_frame, a larger one by the engine: record both.
+    sent: list[int] = []
+    send_frame = writer.send_frame
+
+    def recording_send_frame(sock: Any, data: str | bytes, limit: int) -> Any:
+        sent.append(get_ident())
+        return send_frame(sock, data, limit)
+
+    monkeypatch.setattr(writer, "send_frame", recording_send_frame)
     client, peer, state = serve_in_a_thread(echo)
     client.send_text("from the main thread")  # this test runs on the main thread's hub
     assert read_frame(peer.recv) == (0x81, b"from the main thread")
@@ -90,7 +100,7 @@ def test_a_send_from_another_thread_runs_on_the_owning_thread() -> None:
     closing.join(5)
     assert closing.successful()
     wait_for_thread(state)
-    assert state["engine"].threads == [state["thread"], state["thread"]]
+    assert sent + state["engine"].threads == [state["thread"], state["thread"]]
     assert client.close_info is not None and client.close_info.code == 1000
     peer.close()
 

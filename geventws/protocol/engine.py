@@ -86,6 +86,10 @@ class ProtocolEngine(Protocol):
     """
 
     frame_split_threshold: int
+    #: The largest payload :meth:`encode` would make into one frame in one
+    #: buffer right now (a whole uncompressed message), or 0: what a writer may
+    #: encode and send in one step itself (``send_frame``, see the writer).
+    single_frame_limit: int
 
     @property
     def state(self) -> EngineState:
@@ -192,6 +196,7 @@ class LeanEngine(AnswerQueue):
     __slots__ = (
         "message_size_limit",
         "frame_split_threshold",
+        "single_frame_limit",
         "_limits",
         "state",
         "_remote_closed",
@@ -229,6 +234,12 @@ class LeanEngine(AnswerQueue):
         self._decoder: codecs.IncrementalDecoder | None = None
         self._outbound_opcode = 0
         self._outbound_compressed = False
+        self.single_frame_limit = self._single_frame_limit()
+
+    def _single_frame_limit(self) -> int:
+        if self._outbound_opcode or self._deflate is not None:
+            return 0  # a streamed message goes on, or frames may be compressed
+        return min(self.frame_split_threshold, JOIN_LIMIT)
 
     # ------------------------------------------------------------- receiving
 
@@ -351,6 +362,7 @@ class LeanEngine(AnswerQueue):
         else:
             opcode = OPCODE_CONTINUATION
         self._outbound_opcode = 0 if fin else (self._outbound_opcode or opcode)
+        self.single_frame_limit = self._single_frame_limit()
         compressed = self._outbound_compressed
         if compressed:
             assert self._deflate is not None
