@@ -14,21 +14,31 @@ from collections import deque
 
 import gevent
 from gevent.event import Event
+from gevent.hub import Hub
 from greenlet import getcurrent, greenlet
 
 from .message import WebsocketMessage
+
+#: The hub is switched to as the greenlet it is, not through ``Hub.switch``:
+#: an attribute of the hub (a Python subclass of gevent's compiled greenlet
+#: types) is looked up through ``__getattribute__``, and ``Hub.switch`` only adds
+#: the legacy ``switch_out`` hook of the greenlet switching away.
+_switch = greenlet.switch
 
 
 class Inbox:
     """The queue between one connection's reader and its handler."""
 
-    __slots__ = ("_messages", "_ready", "_waiter", "_direct", "_closed")
+    __slots__ = ("_messages", "_ready", "_waiter", "_hub", "_closed")
 
     def __init__(self, direct_wakeup: bool) -> None:
         self._messages: deque[WebsocketMessage] | None = None  # made with the first message
         self._ready: Event | None = None  # made when a waiter needs it
         self._waiter: greenlet | None = None  # the handler the loop switches to directly
-        self._direct = direct_wakeup  # the reader runs in the event loop and calls wake()
+        # The hub whose loop runs the reader and calls wake(), or None (no direct
+        # wake-up): kept, as gevent.get_hub() looks up a thread-local, about 600
+        # instructions of each message (bench/quiet.py echo, callgrind).
+        self._hub: Hub | None = gevent.get_hub() if direct_wakeup else None
         self._closed = False
 
     def put(self, message: WebsocketMessage) -> None:
@@ -79,7 +89,8 @@ class Inbox:
             waiting.switch(None)
 
     def _wait(self, timeout: float | None) -> None:
-        if not self._direct or self._waiter is not None:
+        hub = self._hub
+        if hub is None or self._waiter is not None:
             if self._ready is None:
                 self._ready = Event()
             self._ready.clear()
@@ -92,7 +103,7 @@ class Inbox:
         waiter = self._waiter = getcurrent()
         timer = gevent.Timeout.start_new(timeout) if timeout is not None else None
         try:
-            gevent.get_hub().switch()
+            _switch(hub)
         except gevent.Timeout as expired:
             if expired is not timer:
                 raise

@@ -12,16 +12,20 @@
  * - send_frame(): a small outgoing message encoded and written in one
  *   non-blocking send(), no Python between (geventws/connection/writer.py
  *   calls it and holds the Python version).
+ * - recv_nowait(): one non-blocking read, without the socket method's
+ *   argument parsing and GIL hand-off (geventws/connection/reader.py).
  * - send_each(): one encoded broadcast frame to many non-blocking sockets,
  *   one send() each and no Python per socket (geventws/connection/fanout.py
  *   calls it and holds the Python version).
  *
- * geventws/protocol/masking.py, reader.py, geventws/connection/fanout.py and writer.py
- * fall back to pure Python when this extension is not built. */
+ * geventws/protocol/masking.py and reader.py, and geventws/connection/fanout.py,
+ * reader.py and writer.py fall back to pure Python when this extension is
+ * not built. */
 
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
 #include <errno.h>
+#include <limits.h>
 #include <stdint.h>
 #include <string.h>
 #include <sys/socket.h>
@@ -203,6 +207,40 @@ single_frame(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
     return wire;
 }
 
+/* _socket.socket.fileno, set at import.  Called as a method descriptor it
+ * skips the attribute lookup that PyObject_AsFileDescriptor() makes on the
+ * socket: on a subclass of _socket.socket (gevent's raw sockets are) that
+ * lookup runs through slot_tp_getattr_hook, about 1,000 instructions a call
+ * (bench/quiet.py echo, callgrind). */
+static PyObject *socket_fileno = NULL;
+
+/* The descriptor of a socket for the calls below; -1 for a closed one (the
+ * call then fails with EBADF, as the socket's own method would), -2 with an
+ * exception set.  Anything else with a fileno() works too, at the slower
+ * lookup. */
+static int
+socket_fd(PyObject *sock)
+{
+    int fd;
+    if (socket_fileno != NULL && PyObject_TypeCheck(sock, PyDescr_TYPE(socket_fileno))) {
+        PyObject *number = PyObject_CallOneArg(socket_fileno, sock);
+        if (number == NULL)
+            return -2;
+        long value = PyLong_AsLong(number);
+        Py_DECREF(number);
+        if (value == -1 && PyErr_Occurred())
+            return -2;
+        return value < -1 || value > INT_MAX ? -1 : (int)value;
+    }
+    fd = PyObject_AsFileDescriptor(sock);
+    if (fd < 0) {
+        if (!PyErr_ExceptionMatches(PyExc_ValueError))
+            return -2;
+        PyErr_Clear(); /* fileno() is -1 */
+    }
+    return fd;
+}
+
 /* Frames up to this size are copied into one buffer on the stack and sent
  * with send(); larger ones go out as header and payload with sendmsg(). */
 #define STACK_FRAME 2048
@@ -221,12 +259,9 @@ send_frame(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
 {
     if (!check_nargs("send_frame", nargs, 3))
         return NULL;
-    int fd = PyObject_AsFileDescriptor(args[0]);
-    if (fd < 0) {
-        if (!PyErr_ExceptionMatches(PyExc_ValueError))
-            return NULL;
-        PyErr_Clear(); /* a closed socket: fileno() is -1, and send() says so */
-    }
+    int fd = socket_fd(args[0]);
+    if (fd == -2)
+        return NULL;
     Py_ssize_t limit = PyLong_AsSsize_t(args[2]);
     if (limit == -1 && PyErr_Occurred())
         return NULL;
@@ -282,6 +317,48 @@ send_frame(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
 done:
     PyBuffer_Release(&view);
     Py_XDECREF(encoded);
+    return result;
+}
+
+/* Reads up to this size are returned as bytes: a small copy costs less than
+ * a memoryview's slice of the buffer (about 900 instructions, bench/quiet.py
+ * echo, callgrind). */
+#define COPY_LIMIT 4096
+
+/* recv_nowait(sock, buffer) -> bytes | memoryview | None: one non-blocking
+ * recv() into `buffer`, and what it read: a copy (bytes) for a small read,
+ * else a memoryview of `buffer`; b"" at the end of the stream, None when
+ * nothing is there.  A failed read raises OSError.  Keeps the GIL, as a
+ * non-blocking recv() never waits, and parses no keywords: socket.recv_into()
+ * and the slice after it cost about 2,800 instructions a read. */
+static PyObject *
+recv_nowait(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
+{
+    if (!check_nargs("recv_nowait", nargs, 2))
+        return NULL;
+    int fd = socket_fd(args[0]);
+    if (fd == -2)
+        return NULL;
+    Py_buffer view;
+    if (PyObject_GetBuffer(args[1], &view, PyBUF_WRITABLE) < 0)
+        return NULL;
+    ssize_t size;
+    do
+        size = recv(fd, view.buf, (size_t)view.len, MSG_DONTWAIT);
+    while (size < 0 && errno == EINTR);
+    int error = errno;
+    PyObject *result;
+    if (size >= 0 && size <= COPY_LIMIT)
+        result = PyBytes_FromStringAndSize(view.buf, size);
+    else if (size > 0)
+        result = PySequence_GetSlice(args[1], 0, size);
+    else if (error == EAGAIN || error == EWOULDBLOCK)
+        result = Py_NewRef(Py_None);
+    else {
+        errno = error;
+        result = PyErr_SetFromErrno(PyExc_OSError);
+    }
+    PyBuffer_Release(&view);
     return result;
 }
 
@@ -912,12 +989,9 @@ send_each(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
         goto done;
     }
     for (Py_ssize_t i = 0; i < n; i++) {
-        fds[i] = PyObject_AsFileDescriptor(PyList_GET_ITEM(sockets, i));
-        if (fds[i] < 0) {
-            if (!PyErr_ExceptionMatches(PyExc_ValueError))
-                goto done; /* not a socket at all */
-            PyErr_Clear();
-        }
+        fds[i] = socket_fd(PyList_GET_ITEM(sockets, i));
+        if (fds[i] == -2)
+            goto done; /* not a socket at all */
     }
     int whole = 1;
     Py_BEGIN_ALLOW_THREADS
@@ -970,6 +1044,9 @@ static PyMethodDef methods[] = {
      "send_frame(sock, data, limit) -> int | tuple[int, bytes] | None: a whole message as one frame in one "
      "non-blocking send; None if its payload is over limit, else the bytes written, or (written, rest) for a "
      "short write."},
+    {"recv_nowait", (PyCFunction)(void (*)(void))recv_nowait, METH_FASTCALL,
+     "recv_nowait(sock, buffer) -> bytes | memoryview | None: one non-blocking recv into buffer and what it "
+     "read; b'' at the end of the stream, None when nothing is there."},
     {"send_each", (PyCFunction)(void (*)(void))send_each, METH_FASTCALL,
      "send_each(data, sockets) -> None | list[int]: one non-blocking send of data to each socket; None when all "
      "took all, else per socket the bytes written, 0 when full, -errno on failure."},
@@ -986,6 +1063,21 @@ PyInit__speedups(void)
     PyObject *m = PyModule_Create(&module);
     if (m == NULL)
         return NULL;
+    PyObject *sockets = PyImport_ImportModule("_socket");
+    if (sockets != NULL) {
+        PyObject *type = PyObject_GetAttrString(sockets, "socket");
+        if (type != NULL) {
+            socket_fileno = PyObject_GetAttrString(type, "fileno");
+            Py_DECREF(type);
+        }
+        Py_DECREF(sockets);
+    }
+    if (socket_fileno != NULL && !Py_IS_TYPE(socket_fileno, &PyMethodDescr_Type))
+        Py_CLEAR(socket_fileno);
+    if (socket_fileno == NULL && PyErr_Occurred()) {
+        Py_DECREF(m);
+        return NULL;
+    }
     Py_INCREF(&FrameReader_type);
     if (PyModule_AddObject(m, "FrameReader", (PyObject *)&FrameReader_type) < 0) {
         Py_DECREF(&FrameReader_type);

@@ -1,7 +1,8 @@
-"""A small message encoded and sent in one step: ``send_frame`` in C and in Python, and the writer around it.
+"""One read or one small message's write without Python between: ``recv_nowait`` and ``send_frame``.
 
-Real socket pairs throughout: a full socket is filled until the kernel says
-so, a closed one is closed, and the peer reads back the bytes it got.
+Each in C and in Python, and the reader and writer around them.  Real socket
+pairs throughout: a full socket is filled until the kernel says so, a closed
+one is closed, and the peer reads back the bytes it got.
 """
 
 import socket
@@ -12,19 +13,26 @@ import pytest
 from conftest import read_frame
 
 from geventws import WebsocketClient
-from geventws.connection import writer
+from geventws.connection import reader, writer
 from geventws.protocol.engine import LeanEngine
 from geventws.protocol.frames import single_frame
 from geventws.protocol.limits import MessageLimits
 from geventws.protocol.speedups import speedups
 
 IMPLEMENTATIONS = [pytest.param(writer.python_send_frame, id="python")]
+READERS = [pytest.param(reader.python_recv_nowait, id="python")]
 if speedups is not None:
     IMPLEMENTATIONS.append(pytest.param(speedups.send_frame, id="c"))
+    READERS.append(pytest.param(speedups.recv_nowait, id="c"))
 
 
 @pytest.fixture(params=IMPLEMENTATIONS)
 def send_frame(request):
+    return request.param
+
+
+@pytest.fixture(params=READERS)
+def recv_nowait(request):
     return request.param
 
 
@@ -48,6 +56,53 @@ def received(sock):
     except BlockingIOError:
         pass
     return data
+
+
+BUFFER = memoryview(bytearray(256 * 1024))
+
+
+@pytest.mark.parametrize("size", [1, 100, 4096, 4097, 200_000])
+def test_a_read_returns_what_arrived(recv_nowait, sockets, size):
+    """Small reads come as copies, large ones as views of the buffer: the same bytes either way."""
+    ours, theirs = sockets
+    theirs.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 1 << 20)
+    ours.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 1 << 20)
+    payload = bytes(index % 251 for index in range(size))
+    theirs.sendall(payload)
+    got = b""
+    while len(got) < size:
+        data = recv_nowait(ours, BUFFER)
+        assert data is not None and len(data) > 0
+        got += bytes(data)
+    assert got == payload
+    assert recv_nowait(ours, BUFFER) is None  # nothing more there: no exception, no wait
+
+
+def test_the_end_of_the_stream_reads_empty(recv_nowait, sockets):
+    ours, theirs = sockets
+    theirs.sendall(b"last")
+    theirs.close()
+    assert bytes(recv_nowait(ours, BUFFER)) == b"last"
+    data = recv_nowait(ours, BUFFER)
+    assert data is not None and len(data) == 0
+
+
+def test_a_failed_read_raises_oserror(recv_nowait, sockets):
+    ours, _ = sockets
+    ours.close()
+    with pytest.raises(OSError):  # fileno() is -1: EBADF
+        recv_nowait(ours, BUFFER)
+
+
+@pytest.mark.skipif(speedups is None, reason="C speedups not built")
+def test_the_c_read_checks_its_arguments(sockets):
+    ours, _ = sockets
+    with pytest.raises(TypeError, match=r"recv_nowait\(\) takes exactly 2 arguments \(1 given\)"):
+        speedups.recv_nowait(ours)
+    with pytest.raises(BufferError):
+        speedups.recv_nowait(ours, b"read-only")
+    with pytest.raises(TypeError):
+        speedups.recv_nowait(object(), BUFFER)
 
 
 @pytest.mark.parametrize(
@@ -121,7 +176,7 @@ def test_a_failed_send_raises_oserror(send_frame, sockets):
 
 
 @pytest.mark.skipif(speedups is None, reason="C speedups not built")
-def test_the_c_version_checks_its_arguments(sockets):
+def test_the_c_send_checks_its_arguments(sockets):
     ours, _ = sockets
     with pytest.raises(TypeError, match=r"send_frame\(\) takes exactly 3 arguments \(2 given\)"):
         speedups.send_frame(ours, b"x")
