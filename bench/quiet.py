@@ -8,6 +8,8 @@ one with plain blocking sockets, so only the server is counted:
 - ``echo``: user-space instructions per round trip (callgrind), 100
   connections × 16 B by default, one message in flight per connection;
 - ``broadcast``: instructions per delivery of a broadcast (64 B to 1000 by default);
+- ``handshake``: instructions per handshake, the connection kept open (200
+  more connections in the larger run by default);
 - ``idle``: tracemalloc bytes, RSS and gc objects per idle connection;
 - ``--strace``: instead of callgrind, system calls per unit (``strace -c -f``).
 
@@ -203,11 +205,16 @@ def measure(args: argparse.Namespace, kind: str, tool: str) -> dict[str, float]:
         tracer = None
         conns: list[socket.socket] = []
         try:
-            conns = [server.connect() for _ in range(args.conns + (kind == "broadcast"))]
+            if kind == "handshake":  # the work is the connections themselves
+                conns = [server.connect() for _ in range(rounds)]
+            else:
+                conns = [server.connect() for _ in range(args.conns + (kind == "broadcast"))]
             if tool == "strace":  # attached, so that a SIGINT ends the count and not the server
                 tracer = subprocess.Popen(["strace", "-c", "-f", "-o", out, "-p", str(server.process.pid)])
                 time.sleep(1.0)
-            if kind == "echo":
+            if kind == "handshake":
+                units = rounds
+            elif kind == "echo":
                 units = drive_echo(server, conns, rounds, args.size)
             else:
                 units = drive_broadcast(server, conns, rounds, args.size)
@@ -276,12 +283,12 @@ def idle(args: argparse.Namespace) -> dict[str, float]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("measures", nargs="+", choices=["echo", "broadcast", "idle"])
+    parser.add_argument("measures", nargs="+", choices=["echo", "broadcast", "handshake", "idle"])
     parser.add_argument("--tree", type=Path, default=HERE.parent, help="checkout whose geventws is measured")
     parser.add_argument("--strace", action="store_true", help="system calls instead of instructions")
     parser.add_argument("--conns", type=int, help="connections (echo 100, broadcast listeners 1000)")
     parser.add_argument("--size", type=int, help="message bytes (echo 16, broadcast 64)")
-    parser.add_argument("--rounds", type=int, help="rounds of the smaller run (echo 20, broadcast 5)")
+    parser.add_argument("--rounds", type=int, help="rounds of the smaller run (echo 20, broadcast 5, handshake 200)")
     parser.add_argument("--idle", type=int, default=2000, help="idle connections")
     parser.add_argument("--keep", action="store_true", help="keep the callgrind/strace output (callgrind_annotate)")
     parser.add_argument("--top", type=int, default=0, help="idle: print the N source lines that allocated most")
@@ -295,13 +302,13 @@ def main() -> None:
             result = idle(args)
             unit = "per idle connection"
         else:
-            defaults = {"echo": (100, 16, 20), "broadcast": (1000, 64, 5)}[kind]
+            defaults = {"echo": (100, 16, 20), "broadcast": (1000, 64, 5), "handshake": (0, 0, 200)}[kind]
             local = argparse.Namespace(**vars(args))
             local.conns = args.conns or defaults[0]
             local.size = args.size or defaults[1]
             local.rounds = args.rounds or defaults[2]
             result = measure(local, kind, "strace" if args.strace else "callgrind")
-            unit = "per round trip" if kind == "echo" else "per delivery"
+            unit = {"echo": "per round trip", "broadcast": "per delivery", "handshake": "per handshake"}[kind]
         print(f"{kind} ({args.tree}, {unit}):")
         for name, value in result.items():
             if value:
