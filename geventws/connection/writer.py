@@ -168,7 +168,7 @@ class Writer:
                         sent = send_frame(self._raw, data, limit)
                     except OSError as error:
                         raise self._fail(error) from error
-                    if type(sent) is int:
+                    if type(sent) is int:  # _sent(), frames_sent and _count_message(), inline: the hot path
                         stats = self._stats
                         stats.bytes_sent += sent
                         stats.frames_sent += 1
@@ -176,7 +176,8 @@ class Writer:
                         stats.last_send = stats.last_data_send = time.time()
                         return
                     if isinstance(sent, tuple):  # the socket took part, or nothing
-                        self._keep_frame_rest(*sent)
+                        written, rest = sent
+                        self._finish_later(written, memoryview(rest), 1)
                         return
                 buffers, frames = engine.encode(data)
                 if len(buffers) <= 2:  # one frame (its header and payload apart over 16 KiB)
@@ -351,34 +352,23 @@ class Writer:
 
     def _write_message_now(self, buffers: list[bytes | memoryview], frames: int) -> None:
         """Write a message of one or two buffers in one non-blocking send, and what the socket leaves under the lock."""
-        raw = self._raw
-        assert raw is not None
-        total = len(buffers[0]) if len(buffers) == 1 else len(buffers[0]) + len(buffers[1])
         try:
-            written = raw.send(buffers[0]) if len(buffers) == 1 else raw.sendmsg(buffers)
-        except BlockingIOError:
-            written = 0
+            written = self._send_nowait(buffers)
         except OSError as error:
             raise self._fail(error) from error
-        stats = self._stats
-        if written:
-            stats.bytes_sent += written
-            stats.last_send = time.time()
-        if written == total:
-            stats.frames_sent += frames
-            stats.messages_sent += 1
-            stats.last_data_send = stats.last_send
+        if written == sum(map(len, buffers)):
+            self._sent(written)
+            self._stats.frames_sent += frames
+            self._count_message()
             return
-        rest = memoryview(buffers[0] if len(buffers) == 1 else b"".join(buffers))[written:]
-        self._keep_partial(rest, frames, True)
-        self.flush()
+        whole = buffers[0] if len(buffers) == 1 else b"".join(buffers)
+        self._finish_later(written, memoryview(whole)[written:], frames)
 
-    def _keep_frame_rest(self, written: int, rest: bytes) -> None:
-        """The socket took ``written`` bytes of a message's one frame: finish ``rest`` under the lock."""
+    def _finish_later(self, written: int, rest: memoryview, frames: int) -> None:
+        """The socket took ``written`` bytes of a message (maybe none): the rest goes out under the lock, first."""
         if written:
-            self._stats.bytes_sent += written
-            self._stats.last_send = time.time()
-        self._keep_partial(memoryview(rest), 1, True)
+            self._sent(written)
+        self._keep_partial(rest, frames, True)
         self.flush()
 
     def _send_now(self, data: bytes, frames: int, is_message: bool) -> int:

@@ -87,8 +87,9 @@ class ProtocolEngine(Protocol):
 
     frame_split_threshold: int
     #: The largest payload :meth:`encode` would make into one frame in one
-    #: buffer right now (a whole uncompressed message), or 0: what a writer may
-    #: encode and send in one step itself (``send_frame``, see the writer).
+    #: buffer right now (a whole uncompressed message), or -1 when it makes
+    #: none: what a writer may encode and send in one step itself
+    #: (``send_frame``, see the writer).
     single_frame_limit: int
 
     @property
@@ -238,7 +239,7 @@ class LeanEngine(AnswerQueue):
 
     def _single_frame_limit(self) -> int:
         if self._outbound_opcode or self._deflate is not None:
-            return 0  # a streamed message goes on, or frames may be compressed
+            return -1  # a streamed message goes on, or frames may be compressed
         return min(self.frame_split_threshold, JOIN_LIMIT)
 
     # ------------------------------------------------------------- receiving
@@ -347,8 +348,8 @@ class LeanEngine(AnswerQueue):
         if self.state is not EngineState.OPEN:
             raise RuntimeError("The connection is closing")
         split = self.frame_split_threshold
-        if fin and not self._outbound_opcode and self._deflate is None:
-            wire = single_frame(data, min(split, JOIN_LIMIT))  # a whole message in one frame: one buffer
+        if fin and self.single_frame_limit >= 0:
+            wire = single_frame(data, self.single_frame_limit)  # a whole message in one frame: one buffer
             if wire is not None:
                 return [wire], 1
         is_text = isinstance(data, str)

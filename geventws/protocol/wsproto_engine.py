@@ -52,7 +52,7 @@ class WsprotoEngine(AnswerQueue):
         # Limits go last so that they see the payload after decompression.
         self._connection = Connection(ConnectionType.SERVER, [*extensions, limits])
         self.frame_split_threshold = frame_split_threshold
-        self.single_frame_limit = 0  # every message goes through wsproto's encoder
+        self.single_frame_limit = -1  # every message goes through wsproto's encoder
 
     @property
     def state(self) -> EngineState:
