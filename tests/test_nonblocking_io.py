@@ -13,14 +13,14 @@ import pytest
 from conftest import read_frame
 
 from geventws import WebsocketClient
-from geventws.connection import reader, writer
+from geventws.connection import nonblocking, writer
 from geventws.protocol.engine import LeanEngine
 from geventws.protocol.frames import single_frame
 from geventws.protocol.limits import MessageLimits
 from geventws.protocol.speedups import speedups
 
-IMPLEMENTATIONS = [pytest.param(writer.python_send_frame, id="python")]
-READERS = [pytest.param(reader.python_recv_nowait, id="python")]
+IMPLEMENTATIONS = [pytest.param(nonblocking.python_send_frame, id="python")]
+READERS = [pytest.param(nonblocking.python_recv_nowait, id="python")]
 if speedups is not None:
     IMPLEMENTATIONS.append(pytest.param(speedups.send_frame, id="c"))
     READERS.append(pytest.param(speedups.recv_nowait, id="c"))

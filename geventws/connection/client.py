@@ -20,7 +20,7 @@ import socket as stdlib_socket
 import struct
 import time
 import warnings
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Iterable, Iterator
 from typing import TYPE_CHECKING, Any
 
 import gevent
@@ -30,11 +30,14 @@ from ..protocol.close import CloseCode, WebsocketClosedException, WebsocketClose
 from ..protocol.engine import ProtocolEngine
 from ..protocol.events import Close, ProtocolFailure
 from ..protocol.frames import EncodedMessage
+from .close_callbacks import CloseCallback, run_close_callbacks, run_close_callbacks_off_the_loop
+from .greenlet_reader import GreenletReader
 from .ids import client_ids as client_ids  # re-exported: where ids come from
 from .inbox import Inbox
+from .loop_reader import LoopReader
 from .message import WebsocketMessage
 from .peer import address, local_address, tls_info
-from .reader import DEFAULT_RECEIVE_WINDOW, GreenletReader, LoopReader, Reader
+from .reader import DEFAULT_RECEIVE_WINDOW, Reader
 from .stats import ClientStats, WebsocketCount, WebsocketTimestamp
 from .writer import DEFAULT_WRITE_TIMEOUT, Writer
 
@@ -46,9 +49,6 @@ logger = logging.getLogger("geventws.client")
 
 #: 3 s: how long a close waits for the peer's close frame before dropping TCP.
 DEFAULT_CLOSE_PERIOD = 3.0
-
-
-CloseCallback = Callable[["WebsocketClient", WebsocketCloseInfo], Any]
 
 
 class WebsocketClient:
@@ -179,7 +179,8 @@ class WebsocketClient:
         logged and does not stop the other callbacks.
         """
         if self._closed:
-            self._run_close_callback(callback)
+            assert self._close_info is not None
+            run_close_callbacks(self, self._close_info, [callback])
         else:
             self._close_callbacks.append(callback)
 
@@ -442,19 +443,5 @@ class WebsocketClient:
         if self._closed_event is not None:
             self._closed_event.set()
         callbacks, self._close_callbacks = self._close_callbacks, []
-        if callbacks and gevent.getcurrent() is gevent.get_hub():
-            gevent.spawn(self._run_close_callbacks, callbacks)  # they may block; the loop may not
-        else:
-            self._run_close_callbacks(callbacks)
-
-    def _run_close_callbacks(self, callbacks: list[CloseCallback]) -> None:
-        for callback in callbacks:
-            self._run_close_callback(callback)
-
-    def _run_close_callback(self, callback: CloseCallback) -> None:
-        info = self._close_info
-        assert info is not None
-        try:
-            callback(self, info)
-        except Exception:
-            logger.exception("%r: close callback %r failed", self, callback)
+        assert self._close_info is not None
+        run_close_callbacks_off_the_loop(self, self._close_info, callbacks)

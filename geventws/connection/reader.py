@@ -4,16 +4,9 @@ Exactly one reader reads a client's socket.  It feeds the engine, has the
 client write what the engine queued in answer (pongs, the close echo, the
 close of a failure) and hands messages to the client's queue, so pings and
 closes are answered while the handler is busy elsewhere.  Two kinds share
-that work behind one interface (:class:`Reader`):
-
-- :class:`LoopReader`, on a plain socket: no greenlet but an event-loop
-  callback.  The loop calls it when the socket is readable; it reads what is
-  there without blocking and returns.  A handler waiting for a message is
-  woken straight from the loop (one greenlet switch each way per message, not
-  two), and an idle connection holds no reader stack.  Answers the socket
-  cannot take at once run in a greenlet of their own.
-- :class:`GreenletReader`, under TLS, where a readable socket does not mean a
-  readable record: a bare greenlet blocks in ``recv``.
+that work behind one interface (:class:`Reader`, here): the event-loop
+callback of a plain socket (:mod:`.loop_reader`) and the greenlet of a TLS
+one (:mod:`.greenlet_reader`).
 
 Flow control lives here too.  What arrives is kept until the handler reads
 it, up to a receive window; past that the reader stops reading and TCP pushes
@@ -26,23 +19,18 @@ period.
 from __future__ import annotations
 
 import logging
-import socket as stdlib_socket
 import time
-from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
-
-import gevent
-import greenlet
-from gevent.event import Event
+from typing import TYPE_CHECKING
 
 from ..protocol.close import WebsocketClosedException
-from ..protocol.engine import EngineState, ProtocolEngine
+from ..protocol.engine import ProtocolEngine
 from ..protocol.events import Close, Data, Ping, Pong
-from ..protocol.speedups import speedups
 from .inbox import Inbox
 from .message import WebsocketMessage
 
 if TYPE_CHECKING:
+    import socket as stdlib_socket
+
     from .client import WebsocketClient
     from .rate_limit import RateLimit
 
@@ -62,27 +50,6 @@ READ_SIZE = 256 * 1024
 # keeps, before anything can switch greenlets; readers on the hubs of other
 # threads use a buffer of their thread's own (see .threads).
 _READ_BUFFER = memoryview(bytearray(READ_SIZE))
-
-
-def python_recv_nowait(sock: stdlib_socket.socket, buffer: memoryview) -> bytes | memoryview | None:
-    """One non-blocking read into ``buffer``, and what it read (the C ``recv_nowait`` is this).
-
-    Empty at the end of the stream, ``None`` when nothing is there; a failed
-    read raises :class:`OSError`.  (The C version returns a small read as a
-    copy, which costs less than the slice.)
-    """
-    try:
-        size = sock.recv_into(buffer)
-    except BlockingIOError:
-        return None
-    return buffer[:size]
-
-
-#: In C where built: no keyword parsing, no GIL hand-off for a read that never
-#: blocks, and no slice for a small read.
-recv_nowait: Callable[[stdlib_socket.socket, memoryview], bytes | memoryview | None] = (
-    speedups.recv_nowait if speedups is not None else python_recv_nowait
-)
 
 
 class Reader:
@@ -265,216 +232,3 @@ class Reader:
     def _answer(self) -> None:
         """Have the client write what the engine queued in answer."""
         self._client._answer_blocking()
-
-
-class LoopReader(Reader):
-    """Reads from event-loop callbacks: no greenlet, no stack while idle (plain sockets)."""
-
-    __slots__ = ("_raw", "_watcher", "_throttle_timer")
-
-    def __init__(self, client: WebsocketClient, raw: Any, *args: Any) -> None:
-        super().__init__(client, *args)
-        self._raw = raw  # the OS socket beneath gevent's, for non-blocking reads from the loop
-        self._watcher: Any = None
-        self._throttle_timer: Any = None
-
-    def start(self) -> None:
-        loop = gevent.get_hub().loop
-        # gevent's socket made a read watcher for its own blocking reads, which never
-        # happen here (the loop does every read): watching with it saves one per connection.
-        watcher = getattr(self._socket, "_read_event", None)
-        self._watcher = watcher if watcher is not None else loop.io(self._raw.fileno(), 1)
-        self._watcher.start(self._on_readable)
-        if self._held:  # what came with the handshake: parse it without waiting for more
-            loop.run_callback(self._on_readable)
-
-    def throw(self, error: BaseException) -> None:
-        """gevent's socket was closed under the reader: end reading, as when the connection is lost.
-
-        Closing a gevent socket cancels whatever waits on its read watcher by
-        throwing into the ``__self__`` of the watcher's callback (a greenlet,
-        for its own reads).  This reader reads with that watcher (see
-        :meth:`start`), so the throw lands here, in the hub, once gevent has
-        closed the watcher; without this method the reader would never finish.
-        """
-        logger.debug("%r: the socket was closed under the reader (%r)", self._client, error)
-        self.at_eof = True
-        self._end_reading()
-
-    def _on_readable(self) -> None:
-        """The event loop's callback: the socket is readable (or held bytes wait); runs in the hub, never blocks."""
-        if self._watcher is None:
-            return  # a callback scheduled before the reading ended
-        try:
-            if self._held and not self.throttled_until:  # what came with the handshake, or was held
-                held, self._held = self._held, b""
-                self._on_data(held)
-            elif not self.at_eof:
-                try:
-                    data = recv_nowait(self._raw, self._buffer)
-                except OSError as error:
-                    logger.debug("%r: read failed: %s", self._client, error)
-                    data = b""
-                if data is None:
-                    return  # woken for nothing: the watcher calls again when data is there
-                if not data:
-                    self._eof()
-                elif self.throttled_until and self._client._close_info is None:
-                    self._held += data  # as in _received(), inline: a call fewer per read
-                else:
-                    self._on_data(data)
-            if (  # anything for _after_read() to do (a cheap check; otherwise the watcher just goes on)
-                self._engine.state is not EngineState.OPEN
-                or self.unread >= self.receive_window
-                or self.throttled_until
-                or self._held
-                or self.at_eof
-            ):
-                self._after_read()
-        except Exception:
-            logger.exception("%r: reader failed", self._client)
-            self._end_reading()
-        self._inbox.wake()
-
-    def _after_read(self) -> None:
-        """Stop reading, pause, or go on, by the state the last read left."""
-        engine = self._engine
-        # Both close frames exchanged: stop and close TCP first (RFC 6455 section 7.1.1).
-        # After a failure, drain until the peer closes or the close timer drops it.
-        if (engine.state is EngineState.CLOSED and not engine.failed) or (self.at_eof and not self._held):
-            self._end_reading()
-            return
-        watcher = self._watcher
-        if self.throttled_until and self._throttle_timer is None:
-            self._throttle_timer = watcher.loop.timer(max(self.throttled_until - time.monotonic(), 0.0))
-            self._throttle_timer.start(self._on_throttle_end)
-        if self._must_pause() and (not self.throttled_until or len(self._held) >= self.receive_window):
-            watcher.stop()  # TCP pushes back on the peer until the handler reads or the pause ends
-            self.window_full = self.unread >= self.receive_window
-            return
-        if not watcher.active and not self.at_eof:  # after end of file (or abort) the socket is not watched again
-            watcher.start(self._on_readable)
-        if (self._held and not self.throttled_until) or self.at_eof:
-            watcher.loop.run_callback(self._on_readable)  # held bytes: parse them without waiting for more
-
-    def _on_throttle_end(self) -> None:
-        self._throttle_timer = None
-        self.throttled_until = 0.0
-        self.resume()
-
-    def _end_reading(self) -> None:
-        watcher, self._watcher = self._watcher, None
-        if watcher is None:
-            return
-        watcher.stop()
-        watcher.close()
-        if self._throttle_timer is not None:
-            self._throttle_timer.stop()
-            self._throttle_timer = None
-        self._client._finish()
-
-    def resume(self) -> None:
-        watcher = self._watcher
-        if watcher is None:
-            return
-        if not watcher.active and not self.at_eof:
-            # Watch again rather than read once: with nothing on the socket yet, a read
-            # finds nothing and the stopped watcher would never call back.
-            watcher.start(self._on_readable)
-        if self._held or self.at_eof:
-            watcher.loop.run_callback(self._on_readable)
-
-    def unthrottle(self) -> None:
-        if self._throttle_timer is not None:
-            self._throttle_timer.stop()
-            self._throttle_timer = None
-        super().unthrottle()
-
-    def abort(self) -> None:
-        watcher = self._watcher
-        if watcher is not None and not self.at_eof:
-            # Stop watching at once, not when the loop next sees end of file:
-            # whoever called abort() may close the socket next, and the event
-            # loop must never watch a closed file descriptor (libev aborts the
-            # process).  The reader finishes from the loop, as it would have.
-            self.at_eof = True
-            watcher.stop()
-            watcher.loop.run_callback(self._on_readable)
-
-    def _answer(self) -> None:
-        # The loop may not block: what the socket does not take at once is
-        # finished by a greenlet of its own.
-        client = self._client
-        if client.writer.send_control_nowait():
-            client._half_close_if_failed()
-        else:
-            gevent.spawn(client._answer_blocking)
-
-
-class GreenletReader(Reader):
-    """Reads in a greenlet of its own that blocks in ``recv`` (TLS, where readable is not a record)."""
-
-    __slots__ = ("_greenlet", "_room")
-
-    def __init__(self, *args: Any) -> None:
-        super().__init__(*args)
-        self._greenlet: greenlet.greenlet | None = None
-        self._room = Event()  # set while the reader may read
-        self._room.set()
-
-    def start(self) -> None:
-        # A bare greenlet, not a gevent.Greenlet: nothing joins or kills it
-        # (it ends when the socket does), and it costs a third of the memory.
-        hub = gevent.get_hub()
-        self._greenlet = greenlet.greenlet(self._read_loop, parent=hub)
-        hub.loop.run_callback(self._greenlet.switch)
-
-    def is_current(self) -> bool:
-        return gevent.getcurrent() is self._greenlet
-
-    def resume(self) -> None:
-        self._room.set()
-
-    def _read_loop(self) -> None:
-        read_into = self._socket.recv_into
-        buffer = self._buffer
-        engine = self._engine
-        try:
-            while engine.state is not EngineState.CLOSED or engine.failed:
-                if self._must_pause():
-                    self._pause()
-                elif self._held:
-                    data, self._held = self._held, b""
-                    self._on_data(data)
-                elif self.at_eof:
-                    break
-                else:
-                    size = read_into(buffer)
-                    if not size:
-                        break
-                    self._on_data(buffer[:size])
-        except OSError as error:
-            logger.debug("%r: read failed: %s", self._client, error)
-        except Exception:
-            logger.exception("%r: reader failed", self._client)
-        finally:
-            self._client._finish()
-
-    def _pause(self) -> None:
-        """One pause: the receive window is full, or the rate limit asked for a pause."""
-        pause = self.throttled_until - time.monotonic()
-        if self.throttled_until and pause <= 0:
-            self.throttled_until = 0.0
-            return
-        if pause <= 0 or self.at_eof or len(self._held) >= self.receive_window:
-            self.window_full = self.unread >= self.receive_window
-            self._room.clear()
-            self._room.wait(pause if pause > 0 else None)
-            return
-        size = -1
-        with gevent.Timeout(pause, False):
-            size = self._socket.recv_into(self._buffer)
-        if size > 0:
-            self._received(self._buffer[:size])
-        elif size == 0:
-            self._eof()

@@ -44,8 +44,8 @@ from gevent.lock import Semaphore
 
 from ..protocol.close import CloseCode, WebsocketClosedException
 from ..protocol.engine import EngineState, ProtocolEngine
-from ..protocol.frames import single_frame
-from ..protocol.speedups import speedups
+from .blocking_write import WriteTimeoutError, send_nowait, sendall
+from .nonblocking import send_frame
 
 logger = logging.getLogger("geventws.client")
 
@@ -61,36 +61,6 @@ DEFAULT_WRITE_TIMEOUT = 60.0
 #: written whole under the write lock alone, without the message lock's round trip.
 _SINGLE_WRITE = WRITE_BATCH // 4
 _PONG_FIN = 0x8A
-_IOV_MAX = 1024
-
-
-def python_send_frame(sock: stdlib_socket.socket, data: str | bytes, limit: int) -> int | tuple[int, bytes] | None:
-    """A whole message as one frame in one non-blocking send on ``sock`` (the C ``send_frame`` is this).
-
-    ``None`` when its payload is over ``limit`` (nothing was written); the
-    bytes written when the socket took the whole frame; ``(written, rest)``
-    when it took part or nothing.  A failed send raises :class:`OSError`.
-    """
-    wire = single_frame(data, limit)
-    if wire is None:
-        return None
-    try:
-        written = sock.send(wire)
-    except BlockingIOError:
-        written = 0
-    return written if written == len(wire) else (written, wire[written:])
-
-
-#: In C where built: the encode and the send in one call, without Python
-#: frames between them or the GIL given up for a send that never blocks
-#: (bench/quiet.py echo: 40,800 -> 34,700 instructions per round trip).
-send_frame: Callable[[stdlib_socket.socket, str | bytes, int], int | tuple[int, bytes] | None] = (
-    speedups.send_frame if speedups is not None else python_send_frame
-)
-
-
-class WriteTimeoutError(TimeoutError):
-    """A blocked write made no progress within the write timeout: the peer stopped reading."""
 
 
 class Writer:
@@ -342,7 +312,7 @@ class Writer:
         if self._partial is not None:
             self._flush_partial()
         try:
-            total = self._sendall(buffers)
+            total = sendall(self._socket, self._raw, buffers, self.write_timeout)
         except OSError as error:
             raise self._fail(error) from error
         stats = self._stats
@@ -400,7 +370,7 @@ class Writer:
         if partial is None:
             return
         try:
-            self._sendall([partial])
+            sendall(self._socket, self._raw, [partial], self.write_timeout)
         except OSError as error:
             raise self._fail(error) from error
         self._sent(len(partial))
@@ -410,62 +380,7 @@ class Writer:
 
     def _send_nowait(self, buffers: Sequence[bytes | memoryview]) -> int:
         """One non-blocking send (gathered for several buffers) on the OS socket: bytes written, -1 under TLS."""
-        raw = self._raw
-        if raw is None:
-            return -1
-        try:
-            return int(raw.send(buffers[0]) if len(buffers) == 1 else raw.sendmsg(buffers[:_IOV_MAX]))
-        except BlockingIOError:
-            return 0
-
-    def _sendall(self, buffers: Sequence[bytes | memoryview]) -> int:
-        """Write every buffer, blocking as needed; returns the bytes written.
-
-        On the OS socket: gathered non-blocking sends, advancing over the
-        buffers without joining them, waiting for writability in between.
-        gevent's ``sendall`` costs a Python loop and a wrapper call per send
-        and takes one buffer only (a join, a copy of the whole batch).  A
-        wait that sees no progress for ``write_timeout`` seconds fails the
-        write: a peer that stops reading cannot hold a sender forever.
-        """
-        total = sum(map(len, buffers)) if len(buffers) > 1 else len(buffers[0])
-        if self._raw is None:  # TLS: the SSL object must do the writing
-            data = buffers[0] if len(buffers) == 1 else b"".join(buffers)
-            with gevent.Timeout._start_new_or_dummy(
-                self.write_timeout, WriteTimeoutError("No progress writing to the peer")
-            ):
-                self._socket.sendall(data)
-            return total
-        raw = self._raw
-        try:  # the common case: the socket takes it all in one send
-            sent = raw.send(buffers[0]) if len(buffers) == 1 else raw.sendmsg(buffers[:_IOV_MAX])
-        except BlockingIOError:
-            sent = 0
-        if sent == total:
-            return total
-        pending = [buffer for buffer in buffers if len(buffer)]  # an empty one would never count as sent
-        first = 0
-        while True:
-            while sent:  # drop what went out; cut into the buffer it ended in
-                size = len(pending[first])
-                if sent >= size:
-                    sent -= size
-                    first += 1
-                else:
-                    pending[first] = memoryview(pending[first])[sent:]
-                    sent = 0
-            if first == len(pending):
-                return total
-            self._wait_writable()
-            sent = self._send_nowait(pending[first:])
-
-    def _wait_writable(self) -> None:
-        assert self._raw is not None
-        gevent.socket.wait_write(
-            self._raw.fileno(),
-            timeout=self.write_timeout,
-            timeout_exc=WriteTimeoutError("No progress writing to the peer"),
-        )
+        return -1 if self._raw is None else send_nowait(self._raw, buffers)
 
     def _sent(self, nbytes: int) -> None:
         self._stats.bytes_sent += nbytes

@@ -10,17 +10,17 @@
  *   the per-frame work cost about 2.5 us per small message in
  *   bench/engine_micro.py; here it is a fraction of that.
  * - send_frame(): a small outgoing message encoded and written in one
- *   non-blocking send(), no Python between (geventws/connection/writer.py
- *   calls it and holds the Python version).
- * - recv_nowait(): one non-blocking read, without the socket method's
- *   argument parsing and GIL hand-off (geventws/connection/reader.py).
+ *   non-blocking send(), no Python between, and recv_nowait(): one
+ *   non-blocking read without the socket method's argument parsing and GIL
+ *   hand-off (geventws/connection/nonblocking.py holds their Python
+ *   versions; the writer and the loop reader call them).
  * - send_each(): one encoded broadcast frame to many non-blocking sockets,
  *   one send() each and no Python per socket (geventws/connection/fanout.py
  *   calls it and holds the Python version).
  *
- * geventws/protocol/masking.py and reader.py, and geventws/connection/fanout.py,
- * reader.py and writer.py fall back to pure Python when this extension is
- * not built. */
+ * geventws/protocol/masking.py and reader.py, and geventws/connection/fanout.py
+ * and nonblocking.py fall back to pure Python when this extension is not
+ * built. */
 
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
