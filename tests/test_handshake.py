@@ -5,6 +5,7 @@ import base64
 import gevent.event
 import pytest
 import websocket
+import werkzeug.wrappers
 from conftest import factory, handshake_request, raw_exchange
 
 import geventws
@@ -69,6 +70,34 @@ def test_the_handler_gets_the_101_without_body_headers(serve):
     assert "Content-Type" not in response.headers
     assert response.headers["Upgrade"] == "websocket"
     assert list(response.response) == []
+
+
+def test_the_101_is_what_werkzeugs_own_init_makes():
+    # The 101 sets werkzeug's attributes itself (its __init__ raises and catches a
+    # KeyError looking for a Content-Type): they must be the very ones werkzeug sets.
+    ours = geventws.http.acceptor._SwitchingProtocols()
+    theirs = geventws.http.acceptor._SwitchingProtocols.__new__(geventws.http.acceptor._SwitchingProtocols)
+    werkzeug.wrappers.Response.__init__(theirs, (), "101 SWITCHING PROTOCOLS")
+    assert vars(ours) == vars(theirs)
+    assert type(ours.headers) is type(theirs.headers)
+    ours.headers.add("Upgrade", "websocket")
+    assert ours.get_wsgi_headers({"SERVER_NAME": "x"}).to_wsgi_list() == [("Upgrade", "websocket")]
+
+
+@pytest.mark.parametrize(
+    ("upgrade", "connection", "status"),
+    [
+        ("WebSocket", "keep-alive, UPGRADE", 101),
+        ("h2c, websocket", "Upgrade", 101),
+        ("websockets", "Upgrade", 426),
+        ("websocket", "upgrades", 426),
+        ("", "Upgrade", 426),
+    ],
+)
+def test_upgrade_tokens_match_whole_and_ignore_case(echo, upgrade, connection, status):
+    request = handshake_request(echo.port, headers={"Upgrade": upgrade, "Connection": connection})
+    code, _, _ = raw_exchange(echo.port, request, read_until_close=status != 101)
+    assert code == status
 
 
 def test_accept_key_matches_rfc_example():

@@ -18,7 +18,6 @@ made without a ``server`` (see :func:`close_all_websockets`).
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import socket
 import time
@@ -158,8 +157,8 @@ class Websocket:
         except OSError as error:
             self.logger.debug("Peer left during the handshake: %s", error)
             return handover.finish()
-        _disable_nagle(sock)
         client = self._client_factory.create_client(request, response, sock, leftover, compression)
+        _disable_nagle(sock, client.remote_address)
         handover.adopt(client)
         _use_forwarded_address(client, environ)
         self._clients.add(client)
@@ -304,9 +303,15 @@ def _format_address(address: Any) -> str:
     return str(address) or "unix socket"
 
 
-def _disable_nagle(sock: socket.socket) -> None:
+def _disable_nagle(sock: socket.socket, peer: Any) -> None:
     """Frames go out whole with one sendall each; Nagle plus delayed ACKs would hold
-    back the second of two frames by tens of milliseconds (as asyncio, we turn it off)."""
-    if sock.family in (socket.AF_INET, socket.AF_INET6):
-        with contextlib.suppress(OSError):
+    back the second of two frames by tens of milliseconds (as asyncio, we turn it off).
+
+    Only TCP peers have a tuple for an address: asking the socket its family
+    would cost an enum conversion on every handshake.
+    """
+    if isinstance(peer, tuple):
+        try:
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        except OSError:
+            pass

@@ -13,10 +13,12 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+import gevent.socket
 from gevent import getcurrent
 from gevent.pywsgi import MAX_REQUEST_LINE, WSGIHandler, _InvalidClientInput, format_date_time, unquote_latin1
 from greenlet import GreenletExit
 
+from ..connection.blocking_write import send_nowait
 from .request_body import DEFAULT_BODY_TIMEOUT, NO_BODY, BodyInput
 from .request_head import (
     MAX_HEADER_FIELDS,
@@ -329,7 +331,14 @@ class WebsocketWSGIHandler(WSGIHandler):  # type: ignore[misc]
         self.code = 101
         self.response_headers = headers
         self.headers_sent = True
-        self._sendall("".join(lines).encode("latin-1"))
+        data = "".join(lines).encode("latin-1")
+        sock = self.socket
+        # A new connection's send buffer takes the 101 at once: one send on the OS
+        # socket, without gevent's sendall (its loop, and a getsockopt each time).
+        sent = send_nowait(sock._sock, (data,)) if type(sock) is gevent.socket.socket else 0
+        if sent < len(data):
+            self._sendall(data[sent:])
+        self.response_length += sent
 
     def _hand_over(self) -> bytes:
         """End the HTTP side of the connection once the 101 is out; returns what the reader held already."""
