@@ -6,8 +6,6 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-import gevent.socket
-
 
 @dataclass(frozen=True)
 class TlsInfo:
@@ -52,8 +50,6 @@ def local_address(sock: Any) -> Any:
 
 def tls_info(sock: Any) -> TlsInfo | None:
     """What TLS negotiated on ``sock``, or ``None`` on a plain socket."""
-    if type(sock) is gevent.socket.socket:
-        return None  # plain; asking it with hasattr would raise and catch an AttributeError in its __getattr__
     if not hasattr(sock, "version") or not hasattr(sock, "cipher"):
         return None
     cipher = sock.cipher()

@@ -153,7 +153,7 @@ class Websocket:
             return refusal(environ, start_response)
         compression = self._negotiate_compression(request, response)
         try:
-            sock, leftover = handover.upgrade(list(response.headers.items()))
+            sock, leftover = handover.upgrade(response.headers.to_wsgi_list())
         except OSError as error:
             self.logger.debug("Peer left during the handshake: %s", error)
             return handover.finish()

@@ -84,7 +84,9 @@ def _add_headers(environ: dict[str, Any], headers: list[tuple[str, str]]) -> Non
     ``CONTENT_TYPE`` and ``CONTENT_LENGTH``.
     """
     for name, value in headers:
-        key = _environ_key(name)
+        key = _environ_keys.get(name)  # known names without a call
+        if key is None:
+            key = _environ_key(name)
         if not key:
             continue
         if key[0] == "C":  # CONTENT_TYPE or CONTENT_LENGTH: the first one counts

@@ -170,7 +170,10 @@ def _parse_plain(data: bytes) -> RequestHead | None:
             hosts += 1
         elif lowered == b"connection":
             close, keep_alive_asked = _connection_tokens(value, close, keep_alive_asked)
-        text = _shared_value(value) if lowered in _SHARED_FIELDS else value.decode("latin-1")
+        if lowered in _SHARED_FIELDS:
+            text = _shared_values.get(value) or _shared_value(value)  # a value seen before without a call
+        else:
+            text = value.decode("latin-1")
         headers.append((name.decode("latin-1"), text))
     if hosts > 1 or (hosts == 0 and version == b"1.1"):
         return None  # h11 says which Host rule is broken
