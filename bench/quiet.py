@@ -205,14 +205,13 @@ def measure(args: argparse.Namespace, kind: str, tool: str) -> dict[str, float]:
         tracer = None
         conns: list[socket.socket] = []
         try:
-            if kind == "handshake":  # the work is the connections themselves
-                conns = [server.connect() for _ in range(rounds)]
-            else:
+            if kind != "handshake":  # for handshakes the work is the connections themselves
                 conns = [server.connect() for _ in range(args.conns + (kind == "broadcast"))]
             if tool == "strace":  # attached, so that a SIGINT ends the count and not the server
                 tracer = subprocess.Popen(["strace", "-c", "-f", "-o", out, "-p", str(server.process.pid)])
                 time.sleep(1.0)
             if kind == "handshake":
+                conns = [server.connect() for _ in range(rounds)]
                 units = rounds
             elif kind == "echo":
                 units = drive_echo(server, conns, rounds, args.size)
